@@ -1,0 +1,34 @@
+"""Shared fixtures: the ../shared material (real KorQuAD dev set, EXAONE tokenizer, reference checkpoint)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("QG_SHARED_DIR", REPO.parent / "shared"))
+
+
+def shared_path(relative: str) -> Path:
+    """Path of `relative` inside ../shared (or $QG_SHARED_DIR); skips the test with a reason when it is absent."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent: set QG_SHARED_DIR to the folder holding the shared material")
+    return path
+
+
+@pytest.fixture
+def korquad_dev_json() -> Path:
+    return shared_path("data/korquad/KorQuAD_v1.0_dev.json")
+
+
+@pytest.fixture
+def exaone_tokenizer_dir() -> Path:
+    return shared_path("fixtures/exaone-3.5-tokenizer")
+
+
+@pytest.fixture
+def exaone_tiny_a_dir() -> Path:
+    return shared_path("fixtures/exaone-tiny-a")
