@@ -19,16 +19,16 @@ def shared_path(relative: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def korquad_dev_json() -> Path:
     return shared_path("data/korquad/KorQuAD_v1.0_dev.json")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def exaone_tokenizer_dir() -> Path:
     return shared_path("fixtures/exaone-3.5-tokenizer")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def exaone_tiny_a_dir() -> Path:
     return shared_path("fixtures/exaone-tiny-a")

@@ -1,0 +1,164 @@
+"""Base models and tokenizers: EXAONE (converted once to Llama format), native models, and the tiny offline model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from qg.cli import UserError
+from qg.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_key, resolve_source
+from qg.io import atomic_dir, atomic_write_json
+
+TINY_MODEL = "tiny-random-exaone"
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_FILES = [REPO / "hub_dataset" / "sample" / "train.json", REPO / "hub_dataset" / "sample" / "dev.json"]
+# EXAONE-3.5's own chat template: role tags are plain text, only [|endofturn|] is a special token.
+EXAONE_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "{{ '[|system|][|endofturn|]\\n' }}{% endif %}{{ '[|' + message['role'] + '|]' + message['content'] }}"
+    "{% if message['role'] == 'user' %}{{ '\\n' }}{% else %}{{ '[|endofturn|]\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '[|assistant|]' }}{% endif %}"
+)
+# EXAONE-3.5-2.4B's architecture (GQA, llama3 RoPE scaling, tied embeddings) at a size that trains in seconds.
+TINY_SHAPE = dict(hidden_size=64, num_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=176, max_position_embeddings=2048)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("QG_CACHE", Path.home() / ".cache" / "qg"))
+
+
+def train_tiny_tokenizer(texts: list[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with EXAONE's special tokens and chat template, trained on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    special = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "[|endofturn|]"]
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="[BOS]", eos_token="[|endofturn|]", pad_token="[PAD]",
+        unk_token="[UNK]", chat_template=EXAONE_CHAT_TEMPLATE, clean_up_tokenization_spaces=False,
+    )
+
+
+def _sample_texts() -> list[str]:
+    from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
+
+    texts = [SYSTEM_PROMPT, *USER_TEMPLATES.values()]
+    for file in SAMPLE_FILES:
+        for article in json.loads(file.read_text(encoding="utf-8"))["data"]:
+            for paragraph in article["paragraphs"]:
+                texts.append(paragraph["context"])
+                texts.extend(qa["question"] for qa in paragraph["qas"])
+    return texts
+
+
+def build_tiny_exaone(dst: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0) -> Path:
+    """Write a tiny random checkpoint in the original EXAONE format (config, weights, tokenizer) to `dst`.
+
+    It goes through the same converter as the real model, so offline runs exercise the real code path.
+    Tokenizer: the real EXAONE one from `tokenizer_dir`, or a small BPE trained on the bundled sample.
+    """
+    if tokenizer_dir is not None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_tiny_tokenizer(_sample_texts())
+    exaone_config = {
+        "architectures": ["ExaoneForCausalLM"], "model_type": "exaone", "activation_function": "silu",
+        "vocab_size": len(tokenizer), "layer_norm_epsilon": 1e-5, "rope_theta": 1e6,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 256},
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, "dtype": "float32", **TINY_SHAPE,
+    }
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=TINY_SHAPE["hidden_size"],
+        intermediate_size=TINY_SHAPE["intermediate_size"], num_hidden_layers=TINY_SHAPE["num_layers"],
+        num_attention_heads=TINY_SHAPE["num_attention_heads"], num_key_value_heads=TINY_SHAPE["num_key_value_heads"],
+        tie_word_embeddings=True,
+    ))
+    to_exaone = {llama_key(k): k for k in expected_exaone_keys(model.config)}
+    weights = {to_exaone[name]: tensor.contiguous() for name, tensor in model.state_dict().items() if name in to_exaone}
+    with atomic_dir(dst) as out:
+        save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+        atomic_write_json(out / "config.json", exaone_config)
+        tokenizer.save_pretrained(out)
+    return Path(dst)
+
+
+def _tiny_model_dir() -> Path:
+    """The converted tiny model in the cache, keyed by the sample it was trained on; built on first use."""
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in SAMPLE_FILES) + json.dumps(TINY_SHAPE).encode())
+    converted = cache_dir() / f"{TINY_MODEL}-{key.hexdigest()[:12]}"
+    if not converted.exists():
+        original = build_tiny_exaone(converted.with_name(converted.name + "-exaone"))
+        convert_exaone_checkpoint(original, converted, overwrite=True)
+    return converted
+
+
+def _is_exaone(folder: Path) -> bool:
+    config = folder / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "exaone"
+
+
+def _hub_config(repo_id: str, revision: str | None) -> dict | None:
+    """The Hub repo's config.json, or None when it cannot be had (then transformers reports the problem)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision)).read_text())
+    except Exception:  # noqa: BLE001 - any failure here is reported by the real load that follows
+        return None
+
+
+def resolve_base(name_or_path: str, revision: str | None = None) -> str:
+    """A name transformers can load natively: EXAONE checkpoints are converted into the cache the first time."""
+    if name_or_path == TINY_MODEL:
+        return str(_tiny_model_dir())
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} has no config.json: not a model folder")
+        if not _is_exaone(path):
+            return str(path)
+        stamp = "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(path.glob("*")))
+        key = hashlib.sha256(f"{path.resolve()}|{stamp}".encode()).hexdigest()[:12]
+        converted = cache_dir() / "converted" / f"{path.name}-{key}"
+    else:
+        config = _hub_config(name_or_path, revision)
+        if config is None or config.get("model_type") != "exaone":
+            return name_or_path
+        converted = cache_dir() / "converted" / f"{name_or_path.replace('/', '--')}--{revision or 'main'}"
+    if not converted.exists():
+        convert_exaone_checkpoint(resolve_source(name_or_path, revision), converted, overwrite=True)
+    return str(converted)
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None):
+    return AutoTokenizer.from_pretrained(resolve_base(name_or_path, revision))
+
+
+def load_base(name_or_path: str, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
+              attn_implementation: str = "sdpa", **model_kwargs):
+    """(model, tokenizer) for an EXAONE id or folder, the tiny offline model, or any native causal LM."""
+    resolved = resolve_base(name_or_path, revision)
+    if resolved == name_or_path and not Path(resolved).is_dir():
+        model_kwargs["revision"] = revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs)
+    except OSError as err:
+        raise UserError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None
+    return model, tokenizer
