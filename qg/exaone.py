@@ -26,12 +26,7 @@ from qg.cli import UserError, run
 from qg.io import atomic_dir, atomic_write_json
 
 DEFAULT_REPO = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
-# Only these files are ever downloaded: weights, configs and tokenizer; never the remote modelling code.
-DOWNLOAD_PATTERNS = [
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "model.safetensors.index.json",
+TOKENIZER_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -40,7 +35,9 @@ DOWNLOAD_PATTERNS = [
     "added_tokens.json",
     "chat_template.jinja",
 ]
-TOKENIZER_FILES = DOWNLOAD_PATTERNS[5:]
+# Only these files are ever downloaded: weights, configs and tokenizer; never the remote modelling code.
+DOWNLOAD_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                     *TOKENIZER_FILES]
 KNOWN_ROPE_TYPES = {"default", *ROPE_INIT_FUNCTIONS}
 MAX_SHARD_BYTES = 2 * 1024**3
 

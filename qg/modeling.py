@@ -81,15 +81,26 @@ def build_tiny_exaone(dst: str | Path, tokenizer_dir: str | Path | None = None, 
         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id, "dtype": "float32", **TINY_SHAPE,
     }
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=TINY_SHAPE["hidden_size"],
-        intermediate_size=TINY_SHAPE["intermediate_size"], num_hidden_layers=TINY_SHAPE["num_layers"],
-        num_attention_heads=TINY_SHAPE["num_attention_heads"], num_key_value_heads=TINY_SHAPE["num_key_value_heads"],
-        tie_word_embeddings=True,
-    ))
-    to_exaone = {llama_key(k): k for k in expected_exaone_keys(model.config)}
-    weights = {to_exaone[name]: tensor.contiguous() for name, tensor in model.state_dict().items() if name in to_exaone}
+    with torch.device("meta"):  # only the tensor names and shapes are needed
+        shapes = LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=TINY_SHAPE["hidden_size"],
+            intermediate_size=TINY_SHAPE["intermediate_size"], num_hidden_layers=TINY_SHAPE["num_layers"],
+            num_attention_heads=TINY_SHAPE["num_attention_heads"],
+            num_key_value_heads=TINY_SHAPE["num_key_value_heads"], tie_word_embeddings=True,
+        ))
+    to_exaone = {llama_key(k): k for k in expected_exaone_keys(shapes.config)}
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, tensor in shapes.state_dict().items():
+        if name not in to_exaone:
+            continue
+        if tensor.dim() == 1:
+            weights[to_exaone[name]] = torch.ones(tensor.shape)
+        else:
+            # Embeddings 15x the usual 0.02 init: the frozen tied output layer must be able to express confident predictions
+            # (at the usual 0.02 a LoRA-trained tiny model cannot get its loss far below ln(vocab)).
+            std = 0.3 if name == "model.embed_tokens.weight" else 0.1
+            weights[to_exaone[name]] = torch.randn(tensor.shape, generator=generator) * std
     with atomic_dir(dst) as out:
         save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
         atomic_write_json(out / "config.json", exaone_config)
