@@ -142,7 +142,10 @@ def _micro_batches(groups: list[Group], config: TrainConfig, num_processes: int)
 
 
 def _loader(batches: list[list[Group]], collate) -> DataLoader:
-    return DataLoader(batches, batch_size=1, shuffle=False, collate_fn=lambda items: collate(items[0]))
+    # Its own generator: a DataLoader draws a seed when iteration starts, which must not shift the global RNG
+    # (dropout) differently in a resumed run than in an uninterrupted one.
+    return DataLoader(batches, batch_size=1, shuffle=False, collate_fn=lambda items: collate(items[0]),
+                      generator=torch.Generator())
 
 
 def labelled_tokens(batch: dict) -> int:

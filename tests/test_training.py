@@ -1,0 +1,186 @@
+"""train.py end to end on the tiny model: it learns, it stops at EOS, it resumes exactly, it refuses bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+
+from qg.config import TrainConfig
+from qg.data import build_qg_dataset, read_korquad_json
+from qg.modeling import load_base
+from qg.prompt import encode_prompt
+from qg.training import save_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "hub_dataset" / "sample"
+
+
+def run_cli(*args, cwd=REPO, env=None, **kwargs):
+    return subprocess.run([*args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sample_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "sample"
+    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def eight_paragraphs(tmp_path_factory):
+    """8 train paragraphs with one question each (greedy decoding can only give one question per prompt)."""
+    squad = json.loads((SAMPLE / "train.json").read_text())
+    articles = []
+    for article in squad["data"][:9]:
+        paragraph = article["paragraphs"][0]
+        articles.append({"title": article["title"], "paragraphs": [{**paragraph, "qas": paragraph["qas"][:1]}]})
+    folder = tmp_path_factory.mktemp("eight")
+    (folder / "train.json").write_text(json.dumps({"version": "8", "data": articles}, ensure_ascii=False))
+    out = folder / "dataset"
+    build_qg_dataset(read_korquad_json(folder / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out,
+                     validation_fraction=0.1)
+    return out
+
+
+def smoke_args(dataset, output, *extra):
+    return ["--config", "configs/smoke.yaml", "--dataset", str(dataset), "--output_dir", str(output),
+            "--report_to", "none", *map(str, extra)]
+
+
+def log_records(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_overfits_eight_questions_and_stops_at_eos(eight_paragraphs, tmp_path):
+    config = TrainConfig(model="tiny-random-exaone", dataset=str(eight_paragraphs), output_dir=str(tmp_path / "run"),
+                         lora_r=64, lora_alpha=128, lora_dropout=0.0, learning_rate=3e-3, warmup_ratio=0.0,
+                         lr_scheduler="constant", max_steps=100, batch_tokens=4096, eval_steps=0, save_steps=0,
+                         report_to="none")
+    output = train(config)
+    base, tokenizer = load_base("tiny-random-exaone")
+    model = PeftModel.from_pretrained(base, output).eval()
+    from qg.data import load_qg_dataset
+
+    rows = load_qg_dataset(str(eight_paragraphs))["train"]
+    assert len(rows) == 8
+    exact = 0
+    for row in rows:
+        prompt = encode_prompt(tokenizer, row["context"]).input_ids
+        generated = model.generate(torch.tensor([prompt]), max_new_tokens=64, do_sample=False,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        new = generated[0, len(prompt):].tolist()
+        assert new[-1] == tokenizer.eos_token_id, "generation must stop at EOS"
+        exact += tokenizer.decode(new[:-1]) == row["question"]
+    assert exact >= 7
+
+
+def test_smoke_recipe_learns_and_writes_every_artefact(sample_dataset, tmp_path):
+    output = tmp_path / "smoke"
+    result = run_cli(sys.executable, "train.py", *smoke_args(sample_dataset, output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = log_records(output)
+    assert records[-1]["loss"] < records[0]["loss"] / 2
+    assert [r["step"] for r in records] == sorted({r["step"] for r in records})
+    assert all({"step", "loss", "lr", "tokens", "tokens_per_second"} <= set(r) for r in records)
+    assert any("eval_loss" in r for r in records)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "train_config.yaml",
+                 "best/adapter_model.safetensors"):
+        assert (output / name).is_file(), name
+    assert (output / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "[|assistant|]" in (output / "chat_template.jinja").read_text()
+    assert not list(output.glob(".*"))  # no temporary leftovers
+
+
+def test_two_cpu_processes_train_one_adapter_and_log_once(sample_dataset, tmp_path):
+    output = tmp_path / "ddp"
+    result = run_cli(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py",
+                     *smoke_args(sample_dataset, output, "--max_steps", 6, "--logging_steps", 2, "--eval_steps", 3,
+                                 "--save_steps", 4))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in log_records(output)] == [2, 3, 4, 6]
+    assert len(list(output.rglob("adapter_model.safetensors"))) == 2  # final + best, written once each
+    assert (output / "checkpoints" / "step-4").is_dir()
+
+
+def test_kill_and_resume_gives_the_uninterrupted_adapter(sample_dataset, tmp_path):
+    extra = ("--max_steps", 24, "--save_steps", 4, "--eval_steps", 0, "--logging_steps", 4, "--lora_dropout", 0.1)
+    straight = tmp_path / "straight"
+    assert run_cli(sys.executable, "train.py", *smoke_args(sample_dataset, straight, *extra)).returncode == 0
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "train.py", *smoke_args(sample_dataset, killed, *extra)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step-8").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "adapter_model.safetensors").exists(), "killed too late to test resuming"
+
+    resumed = run_cli(sys.executable, "train.py", *smoke_args(sample_dataset, killed, *extra), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = load_file(straight / "adapter_model.safetensors")
+    got = load_file(killed / "adapter_model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6)
+    assert [r["step"] for r in log_records(killed)] == [r["step"] for r in log_records(straight)]
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    class Accelerator:
+        is_main_process = True
+
+        def wait_for_everyone(self):
+            pass
+
+        def save_state(self, path):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise OSError("disk full")
+
+    previous = tmp_path / "checkpoints" / "step-4"
+    previous.mkdir(parents=True)
+    (previous / "trainer_state.json").write_text('{"step": 4}')
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(Accelerator(), tmp_path, 8, {"step": 8})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-4"]
+    assert json.loads((previous / "trainer_state.json").read_text()) == {"step": 4}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "{bad}"], "config file {bad}: unknown key(s) colour"),
+        (["--config", "{wrong_type}"], "config key 'lora_r' should be int, got 'sixteen'"),
+        (["--dataset", "{missing}"], "dataset {missing} not found: build it with"),
+        (["--finetuning", "qlora"], "QLoRA (4-bit bitsandbytes) needs a CUDA GPU"),
+        (["--output_dir", "{occupied}"], "output dir {occupied} already holds another run; pass --resume"),
+        (["--resume", "--output_dir", "{empty}"], "--resume: {empty} holds no run to resume"),
+    ],
+)
+def test_bad_config_is_one_line_before_any_model_loads(sample_dataset, tmp_path, args, message):
+    (tmp_path / "bad.yaml").write_text("model: tiny-random-exaone\ncolour: blue\n")
+    (tmp_path / "wrong_type.yaml").write_text("lora_r: sixteen\n")
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "train_config.yaml").write_text("model: other\n")
+    places = {"bad": tmp_path / "bad.yaml", "wrong_type": tmp_path / "wrong_type.yaml", "missing": tmp_path / "none",
+              "occupied": tmp_path / "occupied", "empty": tmp_path / "empty"}
+    args = [a.format(**places) for a in args]
+    base = ["--dataset", str(sample_dataset), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    cache = tmp_path / "cache"
+    result = run_cli(sys.executable, "train.py", *base, *args, env={"QG_CACHE": str(cache)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message.format(**places)}"), result.stderr
+    assert not cache.exists(), "no model may be built or loaded before the config is checked"
