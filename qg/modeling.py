@@ -34,7 +34,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QG_CACHE", Path.home() / ".cache" / "qg"))
 
 
-def train_tiny_tokenizer(texts: list[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+TINY_VOCAB = 2048
+
+
+def train_tiny_tokenizer(texts: list[str], vocab_size: int = TINY_VOCAB) -> PreTrainedTokenizerFast:
     """A byte-level BPE with EXAONE's special tokens and chat template, trained on `texts`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def resolve_mixed_precision(config: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def load_model(config: TrainConfig, mixed_precision: str):
+def load_model(config: TrainConfig, mixed_precision: str, attn_implementation: str):
     """The base model with LoRA adapters (or 4-bit base + LoRA, or all weights trainable)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -91,8 +92,7 @@ def load_model(config: TrainConfig, mixed_precision: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
-    attn = config.attn_implementation
-    model, _ = load_base(config.model, dtype=dtype, attn_implementation=attn, **kwargs)
+    model, _ = load_base(config.model, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
     if config.finetuning == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
@@ -106,14 +106,30 @@ def load_model(config: TrainConfig, mixed_precision: str):
     return model
 
 
-def _collator(config: TrainConfig):
+def resolve_attention(config: TrainConfig) -> str:
+    """The attention kernel to load: flex attention only on a GPU that has it, else sdpa with a dense 4-D mask."""
+    if config.attn_implementation != "flex_attention":
+        return config.attn_implementation
+    if not torch.cuda.is_available():
+        reason = "no GPU here"
+    else:
+        try:
+            from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+
+            return "flex_attention"
+        except ImportError:
+            reason = "this torch has no flex attention"
+    warnings.warn(f"attn_implementation flex_attention: {reason}; using sdpa with a dense 4-D mask (same result, "
+                  "more memory)", stacklevel=2)
+    return "sdpa"
+
+
+def _collator(config: TrainConfig, attn_implementation: str):
     if not config.shared_context:
         return flattening_collator
-    if config.attn_implementation == "flex_attention":
-        return SharedContextCollator(mask_format="block")
-    if config.attn_implementation == "flash_attention_2":
-        raise UserError("shared_context needs sdpa, eager or flex_attention (flash attention has no custom masks)")
-    return SharedContextCollator(mask_format="4d")
+    if attn_implementation == "flash_attention_2":
+        raise UserError("shared_context needs sdpa, eager or flex_attention (flash attention takes no custom masks)")
+    return SharedContextCollator(mask_format="block" if attn_implementation == "flex_attention" else "4d")
 
 
 def _groups(rows, tokenizer, config: TrainConfig) -> tuple[list[Group], object]:
@@ -253,11 +269,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     eval_groups, _ = _groups(eval_rows, tokenizer, config)
     if not train_groups:
         raise UserError(f"dataset {config.dataset} has no usable training questions")
-    collate = _collator(config)
+    attn_implementation = resolve_attention(config)
+    collate = _collator(config, attn_implementation)
     train_loader = _loader(_micro_batches(train_groups, config, accelerator.num_processes), collate)
     eval_batches = [collate(batch) for batch in pack_groups(eval_groups, config.batch_tokens)]
 
-    model = load_model(config, mixed_precision)
+    model = load_model(config, mixed_precision, attn_implementation)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
