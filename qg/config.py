@@ -24,7 +24,7 @@ class TrainConfig:
                           "transformers supports natively, or 'tiny-random-exaone' (built offline, for CPU runs)."},
     )
     dataset: str = field(
-        default="outputs/sample-dataset",
+        default="outputs/demo/dataset",
         metadata={"help": "Dataset built by hub_dataset/build_dataset.py: a local folder or a Hub id."},
     )
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the adapter, logs and checkpoints go."})

@@ -7,6 +7,7 @@ what made the original 1B baseline answer "라" or repeat "###" forever.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -87,9 +88,23 @@ def encode_prompt(tokenizer, context: str, answer: str | None = None,
     return EncodedPrompt(list(ids), truncated)
 
 
+@functools.cache
+def end_of_turn_id(tokenizer) -> int:
+    """The token that closes an assistant turn in the chat template: where training ends and generation stops.
+
+    EXAONE's is its EOS `[|endofturn|]`; Gemma's is `<end_of_turn>`, not its EOS `<eos>`.
+    """
+    marker = "\u2063"  # any text the template passes through unchanged
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "?"}, {"role": "assistant", "content": marker}], tokenize=False)
+    after = tokenizer(rendered.split(marker, 1)[1], add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return next((i for i in after if i in special), tokenizer.eos_token_id)
+
+
 def encode_question(tokenizer, question: str) -> list[int]:
-    """The assistant turn's ids: the question, then EOS (`[|endofturn|]`), which is where generation stops."""
-    return tokenizer(neutralize(question, tokenizer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    """The assistant turn's ids: the question, then the end-of-turn token, which is where generation stops."""
+    return tokenizer(neutralize(question, tokenizer), add_special_tokens=False)["input_ids"] + [end_of_turn_id(tokenizer)]
 
 
 def encode_example(tokenizer, context: str, question: str, answer: str | None = None,

@@ -28,8 +28,9 @@ from qg.config import TrainConfig, config_to_yaml
 from qg.data import load_qg_dataset
 from qg.io import atomic_dir, atomic_write_text
 from qg.modeling import load_base, load_tokenizer
-from qg.plots import plot_loss_curve
 from qg.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
+from qg.plots import plot_loss_curve
+from qg.prompt import end_of_turn_id
 
 CHECKPOINTS = "checkpoints"
 FINAL = ".final"
@@ -306,7 +307,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     progress = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step",
                     disable=not accelerator.is_local_main_process)
     model.train()
-    window = torch.zeros(3, dtype=torch.float64)  # summed loss, labelled tokens, all tokens
+    end_of_turn = end_of_turn_id(tokenizer)  # one per question: counts questions trained
+    window = torch.zeros(4, dtype=torch.float64)  # summed loss, labelled tokens, all tokens, questions
     window_start = time.perf_counter()
     while state["step"] < total_steps:
         micro = [next(batch_iter) for _ in range(config.gradient_accumulation_steps)]
@@ -325,16 +327,20 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
-            window += torch.tensor([float(summed.detach()), labelled_tokens(batch), batch["input_ids"].numel()])
+            window += torch.tensor([float(summed.detach()), labelled_tokens(batch), batch["input_ids"].numel(),
+                                    int((batch["labels"] == end_of_turn).sum())])
         state["step"] += 1
         progress.update(1)
         step = state["step"]
         eval_now = config.eval_steps > 0 and (step % config.eval_steps == 0 or step == total_steps)
         if step % config.logging_steps == 0 or eval_now or step == total_steps:
-            summed_loss, labelled, tokens = accelerator.reduce(window.to(accelerator.device), reduction="sum").tolist()
+            summed_loss, labelled, tokens, questions = accelerator.reduce(
+                window.to(accelerator.device), reduction="sum").tolist()
+            elapsed = time.perf_counter() - window_start
             state["tokens"] += int(tokens)
             record = {"step": step, "loss": summed_loss / labelled, "lr": scheduler.get_last_lr()[0],
-                      "tokens": state["tokens"], "tokens_per_second": tokens / (time.perf_counter() - window_start)}
+                      "tokens": state["tokens"], "tokens_per_second": tokens / elapsed,
+                      "questions_per_second": questions / elapsed}
             if eval_now:
                 record["eval_loss"] = evaluate_loss(model, eval_batches, accelerator.device)
                 if state["best_eval_loss"] is None or record["eval_loss"] < state["best_eval_loss"]:

@@ -137,3 +137,18 @@ def test_pack_groups_respects_budget_and_keeps_every_group(base):
     assert sorted(id(g) for b in batches for g in b) == sorted(id(g) for g in groups)
     assert all(sum(g.num_tokens for g in b) <= budget for b in batches)
     assert pack_groups(groups, budget, seed=1) == batches and pack_groups(groups, budget, seed=2) != batches
+
+
+def test_flex_attention_block_mask_gives_the_dense_mask_result():
+    """The GPU path (flex attention + block mask) follows the same visibility rule as the CPU 4-D mask.
+
+    Flex attention also runs on CPU (compiled), so the rule is checked here even without a GPU.
+    """
+    dense_model, tokenizer = load_base(TINY_MODEL, attn_implementation="sdpa")
+    flex_model, _ = load_base(TINY_MODEL, attn_implementation="flex_attention")
+    groups, _ = build_groups(ROWS, tokenizer, shared_context=True, answer_aware=False, max_context_tokens=512,
+                             max_question_tokens=64)
+    with torch.no_grad():
+        dense = token_losses(dense_model, SharedContextCollator(mask_format="4d")(groups))
+        flex = token_losses(flex_model, SharedContextCollator(mask_format="block")(groups))
+    torch.testing.assert_close(flex, dense, atol=1e-4, rtol=1e-4)

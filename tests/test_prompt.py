@@ -69,3 +69,25 @@ def test_long_paragraph_is_cut_at_a_sentence_and_question_kept(tokenizer):
     labelled = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX]
     assert example.truncated and tokenizer.decode(labelled) == QUESTION + "[|endofturn|]"
     assert not encode_example(tokenizer, CONTEXT, QUESTION, max_context_tokens=budget).truncated
+
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else 'user' %}"
+    "{{ '<start_of_turn>' + role + '\n' + m['content'] + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def test_turn_end_comes_from_the_chat_template_not_the_eos_token():
+    """Gemma closes a turn with <end_of_turn>, not its EOS <eos>: training on <eos> never teaches it to stop."""
+    from qg.modeling import train_tiny_tokenizer
+
+    tokenizer = train_tiny_tokenizer([CONTEXT, QUESTION], vocab_size=300)
+    tokenizer.add_special_tokens({"eos_token": "<eos>", "additional_special_tokens": ["<start_of_turn>",
+                                                                                     "<end_of_turn>"]})
+    tokenizer.chat_template = GEMMA_TEMPLATE
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn != tokenizer.eos_token_id
+    example = encode_example(tokenizer, CONTEXT, QUESTION)
+    labelled = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX]
+    assert labelled[-1] == end_of_turn and tokenizer.decode(labelled) == QUESTION + "<end_of_turn>"

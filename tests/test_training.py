@@ -184,3 +184,17 @@ def test_bad_config_is_one_line_before_any_model_loads(sample_dataset, tmp_path,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message.format(**places)}"), result.stderr
     assert not cache.exists(), "no model may be built or loaded before the config is checked"
+
+
+def test_shared_context_reaches_the_same_validation_loss_with_fewer_tokens(sample_dataset, tmp_path):
+    common = dict(model="tiny-random-exaone", dataset=str(sample_dataset), lora_r=32, lora_alpha=64,
+                  lora_dropout=0.0, learning_rate=3e-3, num_epochs=4, batch_tokens=2048, logging_steps=5,
+                  eval_steps=1000, save_steps=0, report_to="none")
+    runs = {}
+    for shared in (False, True):
+        output = train(TrainConfig(**common, shared_context=shared, output_dir=str(tmp_path / str(shared))))
+        runs[shared] = log_records(output)
+    final = {shared: records[-1] for shared, records in runs.items()}
+    assert final[True]["tokens"] < final[False]["tokens"] / 2
+    # Different batches give different trajectories, but the same objective: the validation losses agree.
+    assert abs(final[True]["eval_loss"] - final[False]["eval_loss"]) < 0.05 * final[False]["eval_loss"]
