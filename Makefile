@@ -1,4 +1,5 @@
-# Two commands: `make demo` (set up + whole pipeline on the bundled sample, CPU) and `make test`.
+# Two commands: `make demo` (set up + whole pipeline on the bundled sample, CPU) and `make test` (the suite;
+# also installs Debian's Chromium for the Space's browser test when run as root, else that test skips).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,6 +10,7 @@ demo: $(VENV)/.installed
 	$(PY) -m qg.pipeline
 
 test: $(VENV)/.installed
+	bash scripts/install_browser.sh
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

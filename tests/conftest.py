@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The suite is offline by design: a Hub call fails at once instead of retrying a network that is not there.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QG_SHARED_DIR", REPO.parent / "shared"))
 
