@@ -50,9 +50,30 @@ def main(argv: list[str] | None = None) -> None:
                                            "--output_dir", str(out / "adapter")])
     artefacts["adapter"] = train(config)
 
+    print("[4/6] evaluation on the test split, with the base model beside it", flush=True)
+    from qg.evaluation import EvalSettings, evaluate
+
+    artefacts["evaluation"] = out / "eval"
+    evaluate(EvalSettings(model=str(artefacts["adapter"]), base=None, dataset=str(artefacts["dataset"]),
+                          split="test", mode="agnostic", num_questions=5, max_samples=None, compare_base=True,
+                          temperature=0.8, top_p=0.95, max_new_tokens=48, seed=0, batch_size=8),
+             artefacts["evaluation"])
+
+    print("[5/6] model card, [6/6] staged publish (--offline: what would be uploaded)", flush=True)
+    from qg.publish import Repos, publish
+
+    artefacts["staging"] = out / "publish"
+    publish(artefacts["adapter"], artefacts["evaluation"],
+            Repos(model="ORG/tiny-random-exaone-korquad-qg-lora", space="ORG/korean-qg-demo",
+                  dataset="ORG/korquad-qg-sample"),
+            dataset_dir=artefacts["dataset"], staging_dir=artefacts["staging"], offline=True)
+    artefacts["model card"] = artefacts["staging"] / "model" / "README.md"
+
     print("\nartefacts:")
     for name, path in artefacts.items():
         print(f"  {name:<12} {path}")
+    print("\nopen the Space locally on the trained adapter:\n"
+          f"  QG_MODEL={artefacts['adapter']} .venv/bin/streamlit run space/app.py")
 
 
 if __name__ == "__main__":

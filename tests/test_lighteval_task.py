@@ -1,0 +1,214 @@
+"""The lighteval task `korquad_qg`: run through lighteval's Pipeline, it feeds the model qg.prompt's ids and reports
+the scores evaluate_qg.py writes for the same model and split."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lighteval.models.model_output import ModelResponse
+from lighteval.tasks.lighteval_task import LightevalTask
+from lighteval.tasks.registry import Registry
+from peft import LoraConfig, get_peft_model
+
+from qg import lighteval_task
+from qg.cli import UserError
+from qg.data import build_qg_dataset, load_qg_dataset, read_korquad_json
+from qg.evaluation import EvalSettings, evaluate
+from qg.generate import QuestionGenerator
+from qg.lighteval_task import (
+    KOREAN_NAMES,
+    MAX_CONTEXT_TOKENS,
+    MAX_NEW_TOKENS,
+    METRIC_NAMES,
+    QGBENCH_NAMES,
+    TASK_NAME,
+    GeneratedQuestion,
+    custom_tasks_only,
+    korquad_qg_config,
+    prompt_tokenizer,
+)
+from qg.modeling import TINY_MODEL, load_base, load_tokenizer
+from qg.prompt import encode_example, encode_prompt, end_of_turn_id
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "hub_dataset" / "sample"
+
+
+def build_dataset(out: Path, dev_articles: int | None = None) -> Path:
+    dev = read_korquad_json(SAMPLE / "dev.json")
+    dev.squad["data"] = dev.squad["data"][:dev_articles]
+    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), dev, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    # One dev article: two paragraphs, ten (paragraph, answer) pairs in the test split, so the test stays quick.
+    return build_dataset(tmp_path_factory.mktemp("data") / "korquad-qg", dev_articles=1)
+
+
+@pytest.fixture(scope="module")
+def merged_model(tmp_path_factory, dataset) -> Path:
+    """The tiny model with a LoRA fitted to the test split's answer-aware examples, merged and saved as the module
+    docstring says. The random model never reaches its end of turn, so every prediction would be empty; after ten
+    steps this one writes a question for every pair, some of them another pair's, so the scores compared below
+    are neither 0 nor 100."""
+    base, tokenizer = load_base(TINY_MODEL)
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    rows = load_qg_dataset(str(dataset), "pairs")["test"]
+    examples = [encode_example(tokenizer, r["context"], r["question"], r["answer"]) for r in rows]
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.tensor([e.input_ids + [0] * (width - len(e.input_ids)) for e in examples])
+    labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in examples])
+    attention_mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(10):
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    adapter = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(adapter)
+    merged = tmp_path_factory.mktemp("merged")
+    generator = QuestionGenerator.from_pretrained(str(adapter), merge=True, device="cpu")
+    generator.model.save_pretrained(merged)
+    generator.tokenizer.save_pretrained(merged)
+    return merged
+
+
+@pytest.fixture
+def task_environment(monkeypatch, merged_model, dataset):
+    monkeypatch.setenv("QG_LIGHTEVAL_MODEL", str(merged_model))
+    monkeypatch.setenv("QG_LIGHTEVAL_DATASET", str(dataset))
+    monkeypatch.delenv("QG_LIGHTEVAL_SPLIT", raising=False)
+
+
+def run_lighteval(tmp_path: Path, model: Path) -> tuple[dict, list[list[int]]]:
+    """lighteval's results for korquad_qg, and the prompt ids its model.generate calls received."""
+    # Importing lighteval's transformers backend switches autograd off for the whole process (a module-level
+    # `torch.set_grad_enabled(False)`); the other tests train, so the mode is restored afterwards.
+    with torch.set_grad_enabled(torch.is_grad_enabled()):
+        from lighteval.logging.evaluation_tracker import EvaluationTracker
+        from lighteval.models.transformers.transformers_model import TransformersModelConfig
+        from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+
+        with custom_tasks_only():
+            pipeline = Pipeline(
+                tasks=TASK_NAME,
+                pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE,
+                                                       custom_tasks_directory="qg.lighteval_task"),
+                evaluation_tracker=EvaluationTracker(output_dir=str(tmp_path / "lighteval"), save_details=False),
+                model_config=TransformersModelConfig(model_name=str(model), batch_size=1, dtype="float32",
+                                                     override_chat_template=False, add_special_tokens=False),
+            )
+        received = []
+        generate = pipeline.model.model.generate
+
+        def recording_generate(input_ids, attention_mask, **kwargs):
+            received.extend(row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask))
+            return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+        pipeline.model.model.generate = recording_generate
+        pipeline.evaluate()
+        return pipeline.get_results()["results"][f"{TASK_NAME}:0"], received
+
+
+def test_lighteval_reports_evaluate_qg_scores(tmp_path, task_environment, merged_model, dataset):
+    metrics = evaluate(EvalSettings(model=str(merged_model), base=None, dataset=str(dataset), split="test",
+                                    mode="answer-aware", num_questions=1, max_samples=None, compare_base=False,
+                                    temperature=0.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS, seed=0, batch_size=1),
+                       tmp_path / "evaluate")
+    records = [json.loads(line) for line in (tmp_path / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    predictions = [q for r in records for q in r["model_output"]]
+    # A meaningful comparison: questions were written, and not all of them the gold ones.
+    assert any(predictions) and 0 < metrics["qgbench"]["bleu1"] < 100
+
+    results, received = run_lighteval(tmp_path, merged_model)
+
+    tokenizer = load_tokenizer(str(merged_model))
+    rows = load_qg_dataset(str(dataset), "pairs")["test"]
+    expected = [encode_prompt(tokenizer, r["context"], r["answer"], MAX_CONTEXT_TOKENS).input_ids for r in rows]
+    assert len(received) == len(rows) == len(predictions)
+    assert sorted(received) == sorted(expected)  # lighteval orders the docs its own way
+    ours = {**{name: metrics["qgbench"][name] for name in QGBENCH_NAMES},
+            **{name: metrics["korean"][name] for name in KOREAN_NAMES}}
+    assert {name: results[name] for name in METRIC_NAMES} == ours  # the same floats, not close ones
+
+
+@pytest.fixture
+def doc(task_environment):
+    [config] = lighteval_task.TASKS_TABLE
+    [doc] = LightevalTask(config).get_docs(max_samples=1)
+    return doc
+
+
+def response(doc, output_ids: list[int], prompt_ids: list[int] | None = None) -> ModelResponse:
+    prompt_ids = doc.specific["prompt_ids"] if prompt_ids is None else prompt_ids
+    return ModelResponse(input_tokens=prompt_ids, output_tokens=[output_ids])
+
+
+def test_prediction_is_the_question_question_generator_keeps(doc, merged_model):
+    tokenizer = prompt_tokenizer(str(merged_model))
+    metric = GeneratedQuestion(str(merged_model))
+    end = end_of_turn_id(tokenizer)
+    question = "첨성대는 어느 도시에 있는가?"
+    ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+
+    def prediction(output_ids):
+        return metric.compute(doc, response(doc, output_ids))["bleu4"]["prediction"]
+
+    assert prediction(ids + [end] + ids) == question
+    assert prediction(ids) == ""  # no end of turn: cut off, so no question
+    assert prediction(tokenizer("### 첨성대 ###", add_special_tokens=False)["input_ids"] + [end]) == ""  # qg.quality
+
+
+def test_a_prompt_other_than_qg_prompts_is_refused(doc, merged_model):
+    metric = GeneratedQuestion(str(merged_model))
+    prompt = doc.specific["prompt_ids"]
+    assert metric.compute(doc, response(doc, [5, 6]))["chrf"]["row"] == doc.specific["row"]
+    # lighteval pads a batch with EOS, on the left.
+    eos = prompt_tokenizer(str(merged_model)).eos_token_id
+    padded = response(doc, [5, 6], prompt_ids=[eos, eos, *prompt])
+    assert metric.compute(doc, padded)["chrf"]["row"] == doc.specific["row"]
+    # What lighteval sends with its chat template left on, or with a BOS added, is another prompt.
+    with pytest.raises(ValueError, match="override_chat_template=false,add_special_tokens=false"):
+        metric.compute(doc, response(doc, [5, 6], prompt_ids=[1, *prompt]))
+
+
+def test_rebuilt_dataset_folder_is_read_again(tmp_path, merged_model):
+    # datasets caches a dataset folder by its README; the task must see the rows of a rebuild all the same.
+    folder = build_dataset(tmp_path / "korquad-qg", dev_articles=1)
+    before = len(LightevalTask(korquad_qg_config(str(merged_model), str(folder))).get_docs())
+    build_dataset(folder, dev_articles=2)
+    after = len(LightevalTask(korquad_qg_config(str(merged_model), str(folder))).get_docs())
+    assert before < after == len(load_qg_dataset(str(folder), "pairs")["test"])
+
+
+def test_tasks_table_without_environment_says_what_is_missing(monkeypatch):
+    monkeypatch.delenv("QG_LIGHTEVAL_MODEL", raising=False)
+    monkeypatch.setenv("QG_LIGHTEVAL_DATASET", "ORG/korquad-qg")
+    with pytest.raises(UserError, match="QG_LIGHTEVAL_MODEL"):
+        Registry._extract_configs(lighteval_task)  # how lighteval reads TASKS_TABLE
+
+
+def test_registry_loads_only_the_custom_tasks_and_is_restored(task_environment):
+    builtin = Registry.__dict__["load_all_task_configs"]
+    with custom_tasks_only():
+        registry = Registry(tasks=TASK_NAME, custom_tasks="qg.lighteval_task")
+    assert set(registry._task_registry) == {TASK_NAME}
+    assert Registry.__dict__["load_all_task_configs"] is builtin
+
+
+def test_defaults_are_those_of_evaluate_qg():
+    spec = importlib.util.spec_from_file_location("evaluate_qg", REPO / "evaluate_qg.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", "--mode", "answer-aware"])
+    assert args.max_new_tokens == MAX_NEW_TOKENS
+    assert inspect.signature(QuestionGenerator.from_pretrained).parameters["max_context_tokens"].default \
+        == MAX_CONTEXT_TOKENS

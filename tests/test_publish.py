@@ -1,0 +1,426 @@
+"""publish.py, the real command, on a tiny adapter trained here: what is staged, that it loads and generates as the
+trained adapter did, that the card's code runs as written, that online publishing uploads exactly the staged
+folders, and that the token, an unreachable Hub and bad inputs are handled."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx2
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
+from test_model_card import python_blocks, write_evaluation
+
+import qg.data
+import qg.model_card
+from qg.cli import run
+from qg.config import TrainConfig
+from qg.data import build_qg_dataset, read_korquad_json
+from qg.evaluation import dataset_revision
+from qg.model_card import EXAMPLE_PARAGRAPH
+from qg.modeling import TINY_MODEL
+from qg.prompt import encode_prompt
+from qg.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "hub_dataset" / "sample"
+_spec = importlib.util.spec_from_file_location("publish_script", REPO / "publish.py")
+publish_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(publish_script)
+
+MODEL_REPO, SPACE_REPO, DATASET_REPO = "owner/tiny-qg-lora", "owner/tiny-qg", "owner/korquad-qg-sample"
+BASE_REPO = f"owner/{TINY_MODEL}-llama"  # the default: the model repo's owner, the base's name, -llama
+FAKE_TOKEN = "hf_publishTestTokenThatMustNeverLeak0123"
+MODEL_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "chat_template.jinja", "train_config.yaml", "train_log.jsonl",
+               "loss_curve.png", "metrics.json", "after_outputs.json"}
+
+
+def cli(*argv: str | Path) -> tuple[int, str, str]:
+    """Run the command in this process, as `python publish.py ARGV` would: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run(lambda: publish_script.main([str(arg) for arg in argv]))
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "dataset"
+    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, dataset_dir) -> Path:
+    """A tiny LoRA run with everything a run folder holds: checkpoints/ and best/ too (eval and save every 3 steps);
+    a high learning rate so that the adapter visibly changes the base's outputs."""
+    out = tmp_path_factory.mktemp("run") / "adapter"
+    train(TrainConfig(model=TINY_MODEL, dataset=str(dataset_dir), output_dir=str(out), max_steps=6, batch_tokens=1024,
+                      learning_rate=3e-3, lora_r=8, lora_alpha=16, report_to="none", eval_steps=3, save_steps=3,
+                      max_eval_samples=4, logging_steps=3))
+    assert (out / "best").is_dir() and (out / "checkpoints").is_dir()
+    return out
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory, dataset_dir) -> Path:
+    return write_evaluation(tmp_path_factory.mktemp("eval") / "eval", dataset=str(dataset_dir),
+                            dataset_revision=dataset_revision(str(dataset_dir)))
+
+
+def publish_args(run_dir: Path, eval_dir: Path, dataset_dir: Path, staging: Path, *extra: str) -> list:
+    return ["--adapter", run_dir, "--eval-dir", eval_dir, "--model-repo", MODEL_REPO, "--space-repo", SPACE_REPO,
+            "--dataset-repo", DATASET_REPO, "--dataset-dir", dataset_dir, "--staging-dir", staging, *extra]
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory, run_dir, eval_dir, dataset_dir) -> tuple[Path, str, str]:
+    """An offline staging, made with a token in the environment: (staging folder, stdout, stderr)."""
+    staging = tmp_path_factory.mktemp("publish") / "staging"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_TOKEN", FAKE_TOKEN)
+        code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline"))
+    assert code == 0, err
+    return staging, out, err
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory, staged) -> Path:
+    """A Hugging Face cache holding the staged base and model folders as downloads of their repo ids would leave
+    them, so that the ids in the staged files resolve offline, exactly as written."""
+    cache = tmp_path_factory.mktemp("hub-cache")
+    staging = staged[0]
+    for folder, repo_id in [("model", MODEL_REPO), ("base", BASE_REPO)]:
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        commit = hashlib.sha1(repo_id.encode()).hexdigest()
+        shutil.copytree(staging / folder, repo / "snapshots" / commit)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+    return cache
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_manifest_lists_exactly_the_staged_files(staged):
+    staging, stdout, _ = staged
+    manifest = json.loads((staging / "manifest.json").read_text())
+    assert sorted(p.name for p in staging.iterdir()) == ["base", "dataset", "manifest.json", "model", "space"]
+    assert list(manifest["repos"]) == ["base", "dataset", "model", "space"]  # the upload order
+    assert {name: (r["repo_id"], r["repo_type"]) for name, r in manifest["repos"].items()} == {
+        "base": (BASE_REPO, "model"), "dataset": (DATASET_REPO, "dataset"), "model": (MODEL_REPO, "model"),
+        "space": (SPACE_REPO, "space")}
+    assert manifest["repos"]["space"]["space_sdk"] == "streamlit" and manifest["private"] is False
+    for name, repo in manifest["repos"].items():
+        on_disk = files_of(staging / name)
+        assert [f["path"] for f in repo["files"]] == list(on_disk)
+        for entry in repo["files"]:
+            content = on_disk[entry["path"]]
+            assert entry["size"] == len(content) and entry["sha256"] == hashlib.sha256(content).hexdigest()
+    assert f"https://huggingface.co/{MODEL_REPO}" in stdout and "manifest.json" in stdout
+
+
+def test_model_folder_holds_adapter_card_and_records_but_no_checkpoints(staged, run_dir, eval_dir):
+    model = staged[0] / "model"
+    assert set(files_of(model)) == MODEL_FILES
+    for name in MODEL_FILES - {"README.md", "adapter_config.json", "metrics.json", "after_outputs.json"}:
+        assert (model / name).read_bytes() == (run_dir / name).read_bytes()
+    for name in ("metrics.json", "after_outputs.json"):
+        assert (model / name).read_bytes() == (eval_dir / name).read_bytes()
+    staged_config = json.loads((model / "adapter_config.json").read_text())
+    run_config = json.loads((run_dir / "adapter_config.json").read_text())
+    assert staged_config == run_config | {"base_model_name_or_path": BASE_REPO}
+    card = ModelCard.load(model / "README.md")
+    assert card.data.base_model == BASE_REPO and card.data.base_model_relation == "adapter"
+    assert "![Train and validation loss per optimizer step](loss_curve.png)" in card.text
+
+
+def test_base_folder_is_the_converted_base_with_a_card_hard_linked(staged, run_dir):
+    base_source = Path(json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
+    base = staged[0] / "base"
+    assert set(files_of(base)) == {p.name for p in base_source.iterdir()} | {"README.md"}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(files_of(base))
+    weights, source = (base / "model.safetensors").stat(), (base_source / "model.safetensors").stat()
+    if weights.st_dev == source.st_dev:  # a hard link only within one file system
+        assert weights.st_ino == source.st_ino
+    assert (base / "config.json").read_bytes() == (base_source / "config.json").read_bytes()
+    metadata = metadata_load(base / "README.md")
+    assert (metadata["license"], metadata["license_name"]) == ("other", "exaone")
+    assert "not a language model" in (base / "README.md").read_text()  # the tiny base says what it is
+
+
+@pytest.fixture(scope="module")
+def trained_generation(run_dir):
+    """(prompt ids, greedy ids, logits) of the trained adapter on its original base, and the base's logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_path = json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    prompt = torch.tensor([encode_prompt(tokenizer, EXAMPLE_PARAGRAPH).input_ids])
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    with torch.inference_mode():
+        base_logits = base(prompt).logits
+        model = PeftModel.from_pretrained(base, run_dir).eval()
+        return prompt, *greedy(model, prompt), base_logits
+
+
+def greedy(model, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=16,
+                             pad_token_id=0)
+        return ids, model(prompt).logits
+
+
+def test_staged_adapter_on_staged_base_generates_what_the_trained_one_did(staged, trained_generation):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    prompt, ids, logits, base_logits = trained_generation
+    assert not torch.allclose(logits, base_logits, atol=1e-3)  # the adapter matters: the comparison means something
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(staged[0] / "base"), staged[0] / "model")
+    staged_ids, staged_logits = greedy(model.eval(), prompt)
+    assert torch.equal(staged_ids, ids) and torch.equal(staged_logits, logits)
+
+
+def test_auto_peft_model_finds_the_base_by_the_repo_id_in_adapter_config(staged, hub_cache, trained_generation):
+    """AutoPeftModelForCausalLM reads base_model_name_or_path (the base repo id) from the staged adapter_config.json
+    unchanged; the id resolves to the staged base through a Hub cache, as after downloading it."""
+    from peft import AutoPeftModelForCausalLM
+
+    prompt, ids, logits, _ = trained_generation
+    model = AutoPeftModelForCausalLM.from_pretrained(staged[0] / "model", cache_dir=hub_cache, local_files_only=True)
+    assert model.peft_config["default"].base_model_name_or_path == BASE_REPO
+    staged_ids, staged_logits = greedy(model.eval(), prompt)
+    assert torch.equal(staged_ids, ids) and torch.equal(staged_logits, logits)
+
+
+def test_card_code_runs_as_written(staged, hub_cache, tmp_path):
+    """Both python blocks of the staged card, verbatim, in a fresh interpreter where the repo ids resolve offline."""
+    card = staged[0] / "model" / "README.md"
+    assert len(python_blocks(card.read_text())) == 2
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import json, re, sys\n"
+        "card = open(sys.argv[1], encoding='utf-8').read()\n"
+        "plain, generator = re.findall(r'```python\\n(.*?)```', card, flags=re.S)\n"
+        "a, b = {}, {}\n"
+        "exec(plain, a)\n"
+        "exec(generator, b)\n"
+        "json.dump({'questions': a['questions'], 'prompt': a['inputs']['input_ids'][0].tolist(),\n"
+        "           'accepted': b['result'].questions}, open(sys.argv[2], 'w'))\n")
+    # One thread: a tiny model gains nothing from more, and on a busy machine their spinning costs minutes.
+    env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_TOKEN", None)
+    result = subprocess.run([sys.executable, str(driver), str(card), str(tmp_path / "out.json")], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    wanted = json.loads((staged[0] / "model" / "metrics.json").read_text())["decoding"]["num_questions"]
+    assert len(out["questions"]) == wanted and all(isinstance(q, str) for q in out["questions"])  # as evaluated
+    assert isinstance(out["accepted"], list)  # the tiny model's gibberish may all be rejected; it must run
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(staged[0] / "model")
+    assert out["prompt"] == encode_prompt(tokenizer, EXAMPLE_PARAGRAPH).input_ids  # the prompt it was trained on
+
+
+def test_space_folder_names_the_published_repos(staged):
+    space = staged[0] / "space"
+    source = {name: content for name, content in files_of(REPO / "space").items() if "__pycache__" not in name}
+    package = {f"qg/{name}": content for name, content in files_of(REPO / "qg").items() if "__pycache__" not in name}
+    staged_files = files_of(space)
+    assert set(staged_files) == set(source) | set(package)
+    assert all(staged_files[name] == content for name, content in package.items())
+    assert all(staged_files[name] == source[name] for name in source if name not in ("app.py", "README.md"))
+    card = SpaceCard.load(space / "README.md").data
+    assert card.models[:2] == [MODEL_REPO, BASE_REPO] and card.datasets[0] == DATASET_REPO
+    assert card.sdk == "streamlit" and card.app_file == "app.py"
+    app = (space / "app.py").read_text()
+    assert f'PUBLISHED_ADAPTER = "{MODEL_REPO}"' in app
+    original = (REPO / "space" / "app.py").read_text().splitlines()
+    assert [line for line in app.splitlines() if line not in original] == [f'PUBLISHED_ADAPTER = "{MODEL_REPO}"']
+    text = (space / "README.md").read_text()
+    assert "ORG/" not in text and f"https://huggingface.co/{MODEL_REPO}" in text
+
+
+def test_dataset_folder_is_the_build_with_its_card_naming_the_repo(staged, dataset_dir):
+    dataset = staged[0] / "dataset"
+    assert set(files_of(dataset)) == set(files_of(dataset_dir))
+    for name, content in files_of(dataset_dir).items():
+        if name != "README.md":
+            assert (dataset / name).read_bytes() == content
+    assert metadata_load(dataset / "README.md") == metadata_load(dataset_dir / "README.md")
+    card = (dataset / "README.md").read_text()
+    assert "ORG/" in (dataset_dir / "README.md").read_text() and "ORG/" not in card  # built without a repo id
+    assert f'load_dataset("{DATASET_REPO}", "pairs")' in card
+
+
+def test_local_evaluation_dataset_needs_dataset_repo(tmp_path, run_dir, eval_dir):
+    code, _, err = cli("--adapter", run_dir, "--eval-dir", eval_dir, "--model-repo", MODEL_REPO, "--space-repo",
+                       SPACE_REPO, "--offline", "--staging-dir", tmp_path / "staging")
+    one_error_line(code, err, f"pass --dataset-repo: {eval_dir} evaluated the local folder")
+
+
+def test_offline_staging_never_writes_or_prints_the_token(staged):
+    staging, stdout, stderr = staged
+    assert FAKE_TOKEN not in stdout + stderr
+    assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
+
+
+def test_online_publish_uploads_exactly_the_staged_folders(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
+    hub, calls = {}, []  # (repo type, repo id) -> the files it received
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create", repo_id, kwargs["repo_type"], kwargs["private"], kwargs.get("space_sdk")))
+
+    def upload_folder(self, *, repo_id, folder_path, repo_type, **kwargs):
+        calls.append(("upload", repo_id, repo_type, kwargs["delete_patterns"]))
+        hub[repo_type, repo_id] = files_of(Path(folder_path))
+
+    def push_qg_dataset(folder, repo_id, *, private, token):
+        calls.append(("push_dataset", repo_id, private, token == FAKE_TOKEN))
+        hub["dataset", repo_id] = files_of(Path(folder))
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **k: {"name": "owner"})
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(qg.data, "push_qg_dataset", push_qg_dataset)
+    staging = tmp_path / "staging"
+    code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base",
+                                       "--private"))
+    assert code == 0, err
+    assert calls == [
+        ("create", "owner/the-base", "model", True, None), ("upload", "owner/the-base", "model", "*"),
+        ("create", DATASET_REPO, "dataset", True, None), ("push_dataset", DATASET_REPO, True, True),
+        ("create", MODEL_REPO, "model", True, None), ("upload", MODEL_REPO, "model", "*"),
+        ("create", SPACE_REPO, "space", True, "streamlit"), ("upload", SPACE_REPO, "space", "*")]
+    staged_repos = [("base", "model", "owner/the-base"), ("dataset", "dataset", DATASET_REPO),
+                    ("model", "model", MODEL_REPO), ("space", "space", SPACE_REPO)]
+    assert {(t, r): files_of(staging / name) for name, t, r in staged_repos} == hub
+    assert json.loads((staging / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "owner/the-base"
+    assert SpaceCard.load(staging / "space" / "README.md").data.models[1] == "owner/the-base"
+    assert FAKE_TOKEN not in out + err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
+    assert f"published model   https://huggingface.co/{MODEL_REPO}" in out
+
+    # Without --staging-dir: a temporary staging in the qg cache, the same uploads, nothing left behind.
+    first, calls[:] = dict(hub), []
+    monkeypatch.setenv("QG_CACHE", str(tmp_path / "cache"))
+    args = publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base", "--private")
+    code, _, err = cli(*args[:args.index("--staging-dir")], *args[args.index("--staging-dir") + 2:])
+    assert code == 0, err
+    assert hub == first and len(calls) == 8 and list((tmp_path / "cache").iterdir()) == []
+
+
+def one_error_line(code: int, err: str, starts: str) -> None:
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"error: {starts}"), err
+
+
+def test_unreachable_hub_is_one_line_and_nothing_is_created(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
+    def unreachable(self, *args, **kwargs):
+        raise httpx2.ConnectError(f"[Errno 111] Connection refused (token {FAKE_TOKEN})")
+
+    def create_repo(self, *args, **kwargs):
+        raise AssertionError("no repository is created when the Hub cannot be reached")
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setattr(HfApi, "whoami", unreachable)
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))
+    one_error_line(code, err, "reaching the Hugging Face Hub failed ([Errno 111] Connection refused")
+    assert FAKE_TOKEN not in out + err  # the error text held the token; it is cut out
+
+
+def test_hub_offline_mode_is_one_line_from_the_real_command(tmp_path, run_dir, eval_dir, dataset_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": FAKE_TOKEN}
+    result = subprocess.run([sys.executable, "publish.py",
+                             *map(str, publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    one_error_line(result.returncode, result.stderr, "reaching the Hugging Face Hub failed")
+    assert "offline mode is enabled" in result.stderr and FAKE_TOKEN not in result.stdout + result.stderr
+
+
+def test_missing_token_is_one_line(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
+    monkeypatch.setattr(qg.data, "get_token", lambda: None)
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))
+    one_error_line(code, err, "pushing to the Hub needs a Hugging Face token")
+
+
+def test_missing_metrics_are_refused(tmp_path, run_dir, dataset_dir):
+    empty_eval = tmp_path / "eval"
+    empty_eval.mkdir()
+    code, _, err = cli(*publish_args(run_dir, empty_eval, dataset_dir, tmp_path / "staging", "--offline"))
+    one_error_line(code, err, f"{empty_eval} lacks metrics.json, after_outputs.json")
+    assert not (tmp_path / "staging").exists()
+
+
+def test_card_that_does_not_parse_is_refused_and_the_previous_staging_stays(tmp_path, monkeypatch, staged, run_dir,
+                                                                            eval_dir, dataset_dir):
+    staging = tmp_path / "staging"
+    shutil.copytree(staged[0], staging)
+    before = files_of(staging)
+    broken = tmp_path / "template.md"
+    broken.write_text("---\n{{ card_data }}\nlicense: [unclosed\n---\n\n# card\n")
+    monkeypatch.setattr(qg.model_card, "TEMPLATE_PATH", broken)
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline"))
+    one_error_line(code, err, "the rendered model card's metadata does not parse")
+    assert files_of(staging) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "template.md"]  # no temporary left behind
+
+
+def test_placeholder_repos_stage_offline_but_are_refused_online(tmp_path, monkeypatch, run_dir, eval_dir,
+                                                                 dataset_dir):
+    args = ["--adapter", run_dir, "--eval-dir", eval_dir, "--model-repo", "ORG/tiny-qg-lora", "--space-repo",
+            "ORG/tiny-qg", "--dataset-repo", "ORG/korquad-qg-sample", "--staging-dir", tmp_path / "staging"]
+    code, _, err = cli(*args, "--offline")  # as `make demo` stages
+    assert code == 0, err
+    assert SpaceCard.load(tmp_path / "staging" / "space" / "README.md").data.models[0] == "ORG/tiny-qg-lora"
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    code, _, err = cli(*args)
+    one_error_line(code, err, "ORG/tiny-qg-lora, ORG/tiny-qg, ORG/korquad-qg-sample: ORG is a placeholder")
+
+
+def test_folder_that_is_no_staging_is_not_replaced(tmp_path, run_dir, eval_dir, dataset_dir):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, precious, "--offline"))
+    one_error_line(code, err, f"--staging-dir {precious} exists and is not a previous staging")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_dataset_that_was_not_evaluated_is_refused(tmp_path, run_dir, eval_dir):
+    other = tmp_path / "other-dataset"
+    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), other,
+                     validation_fraction=0.3)
+    code, _, err = cli(*publish_args(run_dir, eval_dir, other, tmp_path / "staging", "--offline"))
+    one_error_line(code, err, f"--dataset-dir {other} is not the dataset")
+
+
+def test_help_explains_every_flag():
+    result = subprocess.run([sys.executable, "publish.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ("--adapter", "--eval-dir", "--model-repo", "--space-repo", "--base-repo", "--dataset-repo",
+                 "--dataset-dir", "--private", "--offline", "--staging-dir"):
+        assert flag in result.stdout
+    assert "python publish.py --adapter" in result.stdout  # the ready-to-paste commands
