@@ -100,17 +100,24 @@ def _copies_context_sentence(question: str, context: str) -> bool:
     return False
 
 
+# U+FFFD appears when generation stops inside a multi-byte character; control characters are never in a question.
+_BROKEN_TEXT = re.compile(r"[\ufffd\x00-\x08\x0b-\x1f\x7f]")
+
+
 def rejection_reason(question: str, context: str, max_chars: int = 120) -> str | None:
     """Why `question` is not a usable question about `context`, or None when it is.
 
     Reason codes, checked in this order: "empty", "role_tag" (a chat-template marker such as [|assistant|]),
     "markdown" (heading, ###, rule, code fence, bold), "repetition" (an n-gram or character loop, or a repeated
     line), "no_hangul", "too_short" (under 3 Hangul syllables), "too_long" (over `max_chars` characters),
-    "context_copy" (a whole sentence of the context, normalised, copied into the question).
+    "context_copy" (a whole sentence of the context, normalised, copied into the question), after "broken_text"
+    (a replacement character from split byte tokens, or a control character).
     """
     text = question.strip()
     if not text:
         return "empty"
+    if _BROKEN_TEXT.search(text):
+        return "broken_text"
     if _ROLE_TAG.search(text):
         return "role_tag"
     if _MARKDOWN.search(text):

@@ -51,6 +51,7 @@ REJECTION_LABELS = {
     NO_EOS: "길이 제한까지 끝맺지 못함 (no end of turn)",
     DUPLICATE: "앞의 질문과 거의 같음 (near-duplicate)",
     "empty": "빈 출력 (empty)",
+    "broken_text": "깨진 글자 포함 (broken characters)",
     "role_tag": "대화 역할 태그 포함 (role tag such as [|assistant|])",
     "markdown": "마크다운 기호 포함 (markdown: ###, ```, **)",
     "repetition": "같은 말 반복 (repetition)",

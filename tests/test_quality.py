@@ -126,3 +126,11 @@ def test_near_duplicate_threshold_on_real_paragraphs(korquad_dev_json):
             total += 1
             flagged += is_near_duplicate(q, distinct[:i])
     assert flagged <= 0.02 * total, f"{flagged} of {total}"
+
+
+def test_broken_byte_sequences_and_control_characters_are_rejected():
+    """Seen from a tiny model: a question cut inside multi-byte characters, with a control character."""
+    context = "경복궁은 1395년에 창건되었다."
+    assert rejection_reason("경복궁�\x052 창건한 왕은 �?", context) == "broken_text"
+    assert rejection_reason("경복궁을 창건한 왕은\x07 누구인가?", context) == "broken_text"
+    assert rejection_reason("경복궁을 창건한 왕은 누구인가?", context) is None
