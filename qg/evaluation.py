@@ -162,9 +162,8 @@ def score_records(records: list[dict], mode: str, output: str, bertscore_model: 
     if mode == "agnostic":
         groups = [{"context": r["context"], "generated": r[output], "references": r["questions"]}
                   for r in records if r[output]]
-        scores = {"recommendation": score_recommendations(groups) if groups else None,
-                  "paragraphs_without_questions": len(records) - len(groups)}
-        return scores
+        return {"recommendation": score_recommendations(groups) if groups else None,
+                "paragraphs_without_questions": len(records) - len(groups)}
     predictions = [q for r in records for q in r[output]]
     golds = [q for r in records for q in r["questions"]]
     sentences = [s for r in records for s in r["sentences"]]

@@ -129,7 +129,7 @@ def _source_tensors(src: Path) -> dict[str, Path]:
         return dict.fromkeys(f.keys(), single)
 
 
-_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
 def _write_safetensors(path: Path, tensors: list[tuple[str, str, Path]]) -> None:
@@ -158,10 +158,9 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, str, Path]]) -> None
 
 
 def _safetensors_dtype(name: str) -> torch.dtype:
-    for dtype, short in _DTYPE_NAMES.items():
-        if short == name:
-            return dtype
-    raise UserError(f"unsupported tensor dtype {name} in the checkpoint")
+    if name not in _DTYPES:
+        raise UserError(f"unsupported tensor dtype {name} in the checkpoint")
+    return _DTYPES[name]
 
 
 def _tensor_info(file: Path, key: str) -> tuple[str, list[int], int]:

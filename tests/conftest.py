@@ -22,6 +22,21 @@ def shared_path(relative: str) -> Path:
     return path
 
 
+def fit_lora(model, examples, steps: int, lr: float = 1e-2) -> None:
+    """Fit a peft model to prompt/question examples (`qg.prompt.encode_example` results) in one padded batch."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.tensor([e.input_ids + [0] * (width - len(e.input_ids)) for e in examples])
+    labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in examples])
+    attention_mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
 @pytest.fixture(scope="session")
 def korquad_dev_json() -> Path:
     return shared_path("data/korquad/KorQuAD_v1.0_dev.json")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from conftest import fit_lora
 from qg.cli import UserError
 from qg.generate import DUPLICATE, NO_EOS, PrefilledPrompts, QuestionGenerator, select_questions
 from qg.modeling import TINY_MODEL, build_tiny_exaone, load_base
@@ -60,15 +61,7 @@ def memorised():
     model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
     paragraph = json.loads((SAMPLE / "train.json").read_text(encoding="utf-8"))["data"][0]["paragraphs"][0]
     examples = [encode_example(tokenizer, paragraph["context"], qa["question"]) for qa in paragraph["qas"]]
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.tensor([e.input_ids + [0] * (width - len(e.input_ids)) for e in examples])
-    labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in examples])
-    attention_mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(15):
-        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    fit_lora(model, examples, steps=15)
     model.eval()
     with torch.inference_mode(), model.disable_adapter():
         unadapted = greedy_continuations(model, tokenizer, CONTEXTS)

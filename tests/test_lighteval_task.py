@@ -16,6 +16,7 @@ from lighteval.tasks.registry import Registry
 from peft import LoraConfig, get_peft_model
 
 from qg import lighteval_task
+from conftest import fit_lora
 from qg.cli import UserError
 from qg.data import build_qg_dataset, load_qg_dataset, read_korquad_json
 from qg.evaluation import EvalSettings, evaluate
@@ -63,15 +64,7 @@ def merged_model(tmp_path_factory, dataset) -> Path:
     model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
     rows = load_qg_dataset(str(dataset), "pairs")["test"]
     examples = [encode_example(tokenizer, r["context"], r["question"], r["answer"]) for r in rows]
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.tensor([e.input_ids + [0] * (width - len(e.input_ids)) for e in examples])
-    labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in examples])
-    attention_mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in examples])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(10):
-        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    fit_lora(model, examples, steps=10)
     adapter = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(adapter)
     merged = tmp_path_factory.mktemp("merged")
