@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 .PHONY: demo test bench
 
 demo: $(VENV)/.installed
-	$(PY) -m qg.pipeline
+	$(VENV)/bin/qg-demo
 
 test: $(VENV)/.installed
 	bash scripts/install_browser.sh

@@ -21,12 +21,12 @@ from safetensors.torch import save_file
 BASELINE = """
 import sys
 from safetensors.torch import load_file, save_file
-from qg.exaone import llama_key
+from qg.models.exaone import llama_key
 weights = load_file(sys.argv[1] + "/model.safetensors")
 save_file({llama_key(k): v for k, v in weights.items()}, sys.argv[2] + "/model.safetensors")
 """
-OURS = "import sys; from qg.exaone import convert_exaone_checkpoint; convert_exaone_checkpoint(sys.argv[1], sys.argv[2])"
-IDLE = "import sys, torch, safetensors, transformers, qg.exaone"
+OURS = "import sys; from qg.models.exaone import convert_exaone_checkpoint; convert_exaone_checkpoint(sys.argv[1], sys.argv[2])"
+IDLE = "import sys, torch, safetensors, transformers, qg.models.exaone"
 
 
 def write_checkpoint(folder: Path, target_bytes: float) -> tuple[int, int]:
@@ -81,7 +81,7 @@ def main() -> None:
         size, largest = write_checkpoint(src, args.size_gb * 1e9)
         idle, _ = peak_rss(IDLE)
         rows = []
-        for name, code in (("load_file + save_file (baseline)", BASELINE), ("qg.exaone (streamed)", OURS)):
+        for name, code in (("load_file + save_file (baseline)", BASELINE), ("qg.models.exaone (streamed)", OURS)):
             dst = Path(tmp) / name.split()[0]
             dst.mkdir()
             rss, seconds = peak_rss(code, str(src), str(dst / "out") if code is OURS else str(dst))

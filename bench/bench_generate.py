@@ -29,7 +29,8 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from qg.generate import PrefilledPrompts, left_pad
-from qg.modeling import build_tiny_exaone, load_base
+from qg.models.loading import load_base
+from qg.models.tiny import build_tiny_exaone
 from qg.prompt import encode_prompt
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from qg import metrics
+from qg.eval import metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_JSON = Path(os.environ.get("QG_SHARED_DIR", REPO.parent / "shared")) / "data/korquad/KorQuAD_v1.0_dev.json"

@@ -15,8 +15,8 @@ schedule without warm-up, grad-norm clip 1.0, seed 0; the loss is on the questio
   1. Trainer: random batches of --batch-tokens // (mean example length) examples, padded (labels with -100).
   2. SFTTrainer: pre-tokenised input_ids + completion_mask, completion_only_loss=True, packing=True with the "bfd"
      strategy (which makes it padding-free), max_length = --batch-tokens, one packed row per micro-batch.
-  3. qg.training.train, shared_context=False: padding-free packing of (paragraph, question) examples.
-  4. qg.training.train, shared_context=True: each paragraph once, its questions as branches.
+  3. qg.train.loop.train, shared_context=False: padding-free packing of (paragraph, question) examples.
+  4. qg.train.loop.train, shared_context=True: each paragraph once, its questions as branches.
 Each method first runs one warm-up step, then its timed epoch: `trainer.train()` for the Trainers (tokens counted
 from the batches their collators return), the per-step windows of train_log.jsonl for ours. Before training, each
 method's own loss code scores the SAME initial model on the same fixed questions under its own batching: equal
@@ -43,16 +43,17 @@ import datasets
 import torch
 import transformers
 import trl
-from transformers import DataCollatorForSeq2Seq, PrinterCallback, ProgressCallback, Trainer, TrainingArguments
-from transformers import set_seed
+from transformers import DataCollatorForSeq2Seq, PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from qg.config import TrainConfig
-from qg.data import build_qg_dataset, load_qg_dataset, read_korquad_json
-from qg.modeling import build_tiny_exaone, load_tokenizer
-from qg.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
+from qg.data.build import build_qg_dataset, load_qg_dataset
+from qg.data.korquad import read_korquad_json
+from qg.models.loading import load_tokenizer
+from qg.models.tiny import build_tiny_exaone
 from qg.prompt import IGNORE_INDEX, end_of_turn_id
-from qg.training import evaluate_loss, load_model, train
+from qg.train.config import TrainConfig
+from qg.train.loop import evaluate_loss, load_model, train
+from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QG_SHARED_DIR", REPO.parent / "shared"))

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace collapsed, at most `limit` characters), or its type's name."""
+    return " ".join(str(err).split())[:limit] or type(err).__name__
 
 
 class UserError(Exception):
@@ -20,3 +26,13 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted: nothing half-written was left behind", file=sys.stderr)
         sys.exit(130)
+
+
+def command(main: Callable[..., object]) -> Callable[..., None]:
+    """A command line's `main(argv=None)`, run through `run`: what console scripts and thin scripts call."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> None:
+        run(lambda: main(argv))
+
+    return wrapper

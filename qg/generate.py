@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from qg.cli import UserError
-from qg.modeling import TINY_MODEL, load_base
+from qg.models.loading import load_base
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import encode_prompt, end_of_turn_id
 from qg.quality import is_near_duplicate, rejection_reason
 

@@ -11,6 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where converted models and the tiny model are kept: $QG_CACHE, else ~/.cache/qg."""
+    return Path(os.environ.get("QG_CACHE", Path.home() / ".cache" / "qg"))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; on success it replaces `path` in one rename.

@@ -14,9 +14,9 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard, metadata_load
 
-import qg.data
+import qg.data.build
 from qg.cli import run
-from qg.dataset_card import size_category
+from qg.data.card import size_category
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "hub_dataset" / "build_dataset.py"
@@ -284,7 +284,7 @@ def test_failed_or_interrupted_build_leaves_the_previous_one(tmp_path: Path, kor
         written.append(path)
         path.write_bytes(b"partial")
 
-    monkeypatch.setattr(qg.data.pq, "write_table", interrupted)
+    monkeypatch.setattr(qg.data.build.pq, "write_table", interrupted)
     code, _, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out,
                        "--seed", 1)
     assert code == 130 and err.startswith("interrupted")

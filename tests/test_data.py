@@ -12,17 +12,9 @@ import huggingface_hub
 import pytest
 
 from qg.cli import UserError
-from qg.data import (
-    KorQuADSource,
-    Paragraph,
-    build_qg_dataset,
-    limit_questions,
-    load_qg_dataset,
-    normalize_text,
-    parse_korquad,
-    split_by_article,
-    squad_rows_to_json,
-)
+from qg.data.build import build_qg_dataset, load_qg_dataset
+from qg.data.korquad import KorQuADSource, Paragraph, normalize_text, parse_korquad, squad_rows_to_json
+from qg.data.splits import limit_questions, split_by_article
 
 
 def qa(qid: str, question: str, context: str, answer: str, start: int | None = None) -> dict:
@@ -246,7 +238,7 @@ def test_load_qg_dataset_reads_a_build_and_explains_what_is_missing(tmp_path: Pa
 
     with pytest.raises(UserError) as missing:
         load_qg_dataset(str(tmp_path / "nowhere"))
-    assert "python hub_dataset/build_dataset.py --train-json hub_dataset/sample/train.json" in str(missing.value)
+    assert "qg-build-dataset --sample --output-dir" in str(missing.value)
     assert str(missing.value).endswith(f"--output-dir {tmp_path / 'nowhere'}")
 
     with pytest.raises(UserError, match="unknown dataset config 'paragraphs'"):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qg.data import build_qg_dataset, read_korquad_json
-from qg.evaluation import EvalSettings, answer_sentence, evaluate
+from qg.data.build import build_qg_dataset
+from qg.data.korquad import read_korquad_json
+from qg.eval.runner import EvalSettings, answer_sentence, evaluate
 from qg.quality import rejection_reason
 
 REPO = Path(__file__).resolve().parents[1]

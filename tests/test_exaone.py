@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qg.cli import UserError
-from qg.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_key
+from qg.models.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_key
 
 TINY = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=128)
@@ -153,7 +153,7 @@ def test_cli_refuses_existing_destination_and_keeps_it(tmp_path, exaone_tiny_a_d
     dst = tmp_path / "dst"
     dst.mkdir()
     (dst / "keep.txt").write_text("previous run")
-    result = subprocess.run([sys.executable, "-m", "qg.exaone", str(exaone_tiny_a_dir), str(dst)],
+    result = subprocess.run([sys.executable, "-m", "qg.models.exaone", str(exaone_tiny_a_dir), str(dst)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {dst} already exists; pass --overwrite to replace it"]

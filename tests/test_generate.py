@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fit_lora
 from peft import LoraConfig, get_peft_model
 
-from conftest import fit_lora
 from qg.cli import UserError
 from qg.generate import DUPLICATE, NO_EOS, PrefilledPrompts, QuestionGenerator, select_questions
-from qg.modeling import TINY_MODEL, build_tiny_exaone, load_base
+from qg.models.loading import load_base
+from qg.models.tiny import TINY_MODEL, build_tiny_exaone
 from qg.prompt import encode_example, encode_prompt
 from qg.quality import is_near_duplicate, rejection_reason
 

@@ -3,25 +3,23 @@ the scores evaluate_qg.py writes for the same model and split."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import fit_lora
 from lighteval.models.model_output import ModelResponse
 from lighteval.tasks.lighteval_task import LightevalTask
 from lighteval.tasks.registry import Registry
 from peft import LoraConfig, get_peft_model
 
-from qg import lighteval_task
-from conftest import fit_lora
 from qg.cli import UserError
-from qg.data import build_qg_dataset, load_qg_dataset, read_korquad_json
-from qg.evaluation import EvalSettings, evaluate
-from qg.generate import QuestionGenerator
-from qg.lighteval_task import (
+from qg.data.build import build_qg_dataset, load_qg_dataset
+from qg.data.korquad import read_korquad_json
+from qg.eval import lighteval_task
+from qg.eval.lighteval_task import (
     KOREAN_NAMES,
     MAX_CONTEXT_TOKENS,
     MAX_NEW_TOKENS,
@@ -33,7 +31,10 @@ from qg.lighteval_task import (
     korquad_qg_config,
     prompt_tokenizer,
 )
-from qg.modeling import TINY_MODEL, load_base, load_tokenizer
+from qg.eval.runner import EvalSettings, evaluate
+from qg.generate import QuestionGenerator
+from qg.models.loading import load_base, load_tokenizer
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import encode_example, encode_prompt, end_of_turn_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def run_lighteval(tmp_path: Path, model: Path) -> tuple[dict, list[list[int]]]:
             pipeline = Pipeline(
                 tasks=TASK_NAME,
                 pipeline_parameters=PipelineParameters(launcher_type=ParallelismManager.ACCELERATE,
-                                                       custom_tasks_directory="qg.lighteval_task"),
+                                                       custom_tasks_directory="qg.eval.lighteval_task"),
                 evaluation_tracker=EvaluationTracker(output_dir=str(tmp_path / "lighteval"), save_details=False),
                 model_config=TransformersModelConfig(model_name=str(model), batch_size=1, dtype="float32",
                                                      override_chat_template=False, add_special_tokens=False),
@@ -192,16 +193,15 @@ def test_tasks_table_without_environment_says_what_is_missing(monkeypatch):
 def test_registry_loads_only_the_custom_tasks_and_is_restored(task_environment):
     builtin = Registry.__dict__["load_all_task_configs"]
     with custom_tasks_only():
-        registry = Registry(tasks=TASK_NAME, custom_tasks="qg.lighteval_task")
+        registry = Registry(tasks=TASK_NAME, custom_tasks="qg.eval.lighteval_task")
     assert set(registry._task_registry) == {TASK_NAME}
     assert Registry.__dict__["load_all_task_configs"] is builtin
 
 
 def test_defaults_are_those_of_evaluate_qg():
-    spec = importlib.util.spec_from_file_location("evaluate_qg", REPO / "evaluate_qg.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    args = script.parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", "--mode", "answer-aware"])
+    from qg.eval.runner import parse_args
+
+    args = parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", "--mode", "answer-aware"])
     assert args.max_new_tokens == MAX_NEW_TOKENS
     assert inspect.signature(QuestionGenerator.from_pretrained).parameters["max_context_tokens"].default \
         == MAX_CONTEXT_TOKENS

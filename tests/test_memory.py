@@ -1,4 +1,4 @@
-"""qg.memory: the planner's formulas against what PyTorch really allocates, and the original experiment's verdicts."""
+"""qg.train.memory: the planner's formulas against what PyTorch really allocates, and the original experiment's verdicts."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import yaml
 from peft import LoraConfig, get_peft_model
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
-from qg import memory
 from qg.cli import UserError, run
-from qg.config import TrainConfig
+from qg.train import memory
+from qg.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,7 +176,7 @@ def test_original_experiment_verdicts_on_a_24gb_gpu(model, finetuning, fits, tmp
 
 def test_the_command_prints_a_table_and_exits_0_when_the_recipe_does_not_fit(tmp_path):
     recipe = _write_recipe(tmp_path, "gemma-full", model="google/gemma-3-1b-it", finetuning="full", **ORIGINAL_SETTING)
-    result = subprocess.run([sys.executable, "-m", "qg.memory", "--config", recipe], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "qg.train.memory", "--config", recipe], cwd=REPO,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "verdict: does not fit" in result.stdout

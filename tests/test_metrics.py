@@ -1,4 +1,4 @@
-"""qg.metrics against independent references: hand-computed values, pycocoevalcap and sacrebleu called directly."""
+"""qg.eval.metrics against independent references: hand-computed values, pycocoevalcap and sacrebleu called directly."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sacrebleu
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
 
-from qg import metrics
+from qg.eval import metrics
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR runs a Java jar and `java` is absent")
 
@@ -103,7 +103,7 @@ def test_bleu_and_rouge_equal_pycocoevalcap_called_directly(no_java, caplog):
     gts = dict(enumerate(references))
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
-    with caplog.at_level(logging.WARNING, logger="qg.metrics"):
+    with caplog.at_level(logging.WARNING, logger="qg.eval.metrics"):
         scores = metrics.qgbench_scores(predictions, references)
     assert [scores[f"bleu{n}"] for n in (1, 2, 3, 4)] == pytest.approx([100 * b for b in bleu], abs=1e-9)
     assert scores["rougeL"] == pytest.approx(100 * rouge, abs=1e-9)

@@ -19,15 +19,16 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 
 from qg.cli import UserError
-from qg.config import TrainConfig, config_to_yaml
-from qg.data import KORQUAD_HUB_ID
-from qg.evaluation import score_records
+from qg.config import config_to_yaml
+from qg.data.korquad import KORQUAD_HUB_ID
+from qg.eval.metrics import QGBENCH_KO_MT5_BASE
+from qg.eval.runner import score_records
 from qg.generate import QuestionGenerator
-from qg.metrics import QGBENCH_KO_MT5_BASE
-from qg.model_card import EXAMPLE_PARAGRAPH, read_evaluation, read_run, write_model_card
-from qg.modeling import TINY_MODEL
-from qg.plots import plot_loss_curve
+from qg.hub.model_card import EXAMPLE_PARAGRAPH, read_evaluation, read_run, write_model_card
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
+from qg.train.config import TrainConfig
+from qg.train.plots import plot_loss_curve
 
 REPOS = dict(model_repo="owner/qg-lora", base_model="owner/tiny-random-exaone-llama", dataset_repo="owner/korquad-qg",
              space_repo="owner/qg-space")
@@ -215,7 +216,7 @@ def test_every_number_in_the_evaluation_tables_is_read_from_metrics_json(tmp_pat
 
 
 def test_card_renders_the_scores_evaluation_computes(tmp_path):
-    """metrics.json's keys as qg.evaluation.score_records really writes them, not as this file imagines them."""
+    """metrics.json's keys as qg.eval.runner.score_records really writes them, not as this file imagines them."""
     records = [{"id": "a", "context": "훈민정음은 1443년 세종이 창제한 문자이다. 백성을 위해 만들었다.",
                 "questions": ["훈민정음은 누가 만들었나?", "훈민정음은 언제 만들어졌나?"],
                 "model_output": ["훈민정음을 만든 왕은 누구인가?", "세종은 무엇을 만들었나?"]}]
@@ -333,15 +334,15 @@ def test_qgbench_reference_is_the_projects_constant():
 
 
 def test_template_whose_metadata_breaks_is_refused(tmp_path, monkeypatch):
-    import qg.model_card
+    import qg.hub.model_card
 
     broken = tmp_path / "template.md"
     broken.write_text("---\n{{ card_data }}\ntags: [unclosed\n---\n\n# card\n")
-    monkeypatch.setattr(qg.model_card, "TEMPLATE_PATH", broken)
+    monkeypatch.setattr(qg.hub.model_card, "TEMPLATE_PATH", broken)
     with pytest.raises(UserError, match="does not parse"):
         render(tmp_path / "a")
     shadowing = tmp_path / "shadowing.md"
     shadowing.write_text("---\n{{ card_data }}\nlicense_name: apache-2.0\n---\n\n# card\n")
-    monkeypatch.setattr(qg.model_card, "TEMPLATE_PATH", shadowing)
+    monkeypatch.setattr(qg.hub.model_card, "TEMPLATE_PATH", shadowing)
     with pytest.raises(UserError, match="license_name"):
         render(tmp_path / "b")

@@ -6,9 +6,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from qg.modeling import TINY_MODEL, load_base
-from qg.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
+from qg.models.loading import load_base
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import IGNORE_INDEX
+from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
 
 ROWS = [
     {"context": "경복궁은 1395년에 지어진 조선의 법궁이다. 임진왜란 때 불에 탔다.", "question": q, "answer": a}

@@ -80,7 +80,7 @@ GEMMA_TEMPLATE = (
 
 def test_turn_end_comes_from_the_chat_template_not_the_eos_token():
     """Gemma closes a turn with <end_of_turn>, not its EOS <eos>: training on <eos> never teaches it to stop."""
-    from qg.modeling import train_tiny_tokenizer
+    from qg.models.tiny import train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer([CONTEXT, QUESTION], vocab_size=300)
     tokenizer.add_special_tokens({"eos_token": "<eos>", "additional_special_tokens": ["<start_of_turn>",

@@ -21,16 +21,17 @@ import torch
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from test_model_card import python_blocks, write_evaluation
 
-import qg.data
-import qg.model_card
+import qg.data.build
+import qg.hub.model_card
 from qg.cli import run
-from qg.config import TrainConfig
-from qg.data import build_qg_dataset, read_korquad_json
-from qg.evaluation import dataset_revision
-from qg.model_card import EXAMPLE_PARAGRAPH
-from qg.modeling import TINY_MODEL
+from qg.data.build import build_qg_dataset
+from qg.data.korquad import read_korquad_json
+from qg.eval.runner import dataset_revision
+from qg.hub.model_card import EXAMPLE_PARAGRAPH
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import encode_prompt
-from qg.training import train
+from qg.train.config import TrainConfig
+from qg.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "hub_dataset" / "sample"
@@ -302,7 +303,7 @@ def test_online_publish_uploads_exactly_the_staged_folders(tmp_path, monkeypatch
     monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **k: {"name": "owner"})
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(qg.data, "push_qg_dataset", push_qg_dataset)
+    monkeypatch.setattr(qg.data.build, "push_qg_dataset", push_qg_dataset)
     staging = tmp_path / "staging"
     code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base",
                                        "--private"))
@@ -361,7 +362,7 @@ def test_hub_offline_mode_is_one_line_from_the_real_command(tmp_path, run_dir, e
 
 
 def test_missing_token_is_one_line(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
-    monkeypatch.setattr(qg.data, "get_token", lambda: None)
+    monkeypatch.setattr(qg.data.build, "get_token", lambda: None)
     code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))
     one_error_line(code, err, "pushing to the Hub needs a Hugging Face token")
 
@@ -381,7 +382,7 @@ def test_card_that_does_not_parse_is_refused_and_the_previous_staging_stays(tmp_
     before = files_of(staging)
     broken = tmp_path / "template.md"
     broken.write_text("---\n{{ card_data }}\nlicense: [unclosed\n---\n\n# card\n")
-    monkeypatch.setattr(qg.model_card, "TEMPLATE_PATH", broken)
+    monkeypatch.setattr(qg.hub.model_card, "TEMPLATE_PATH", broken)
     code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline"))
     one_error_line(code, err, "the rendered model card's metadata does not parse")
     assert files_of(staging) == before
@@ -423,4 +424,4 @@ def test_help_explains_every_flag():
     for flag in ("--adapter", "--eval-dir", "--model-repo", "--space-repo", "--base-repo", "--dataset-repo",
                  "--dataset-dir", "--private", "--offline", "--staging-dir"):
         assert flag in result.stdout
-    assert "python publish.py --adapter" in result.stdout  # the ready-to-paste commands
+    assert "qg-publish --adapter" in result.stdout  # the ready-to-paste commands

@@ -13,11 +13,12 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from qg.config import TrainConfig
-from qg.data import build_qg_dataset, read_korquad_json
-from qg.modeling import load_base
+from qg.data.build import build_qg_dataset
+from qg.data.korquad import read_korquad_json
+from qg.models.loading import load_base
 from qg.prompt import encode_prompt
-from qg.training import save_checkpoint, train
+from qg.train.config import TrainConfig
+from qg.train.loop import save_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "hub_dataset" / "sample"
@@ -68,7 +69,7 @@ def test_overfits_eight_questions_and_stops_at_eos(eight_paragraphs, tmp_path):
     output = train(config)
     base, tokenizer = load_base("tiny-random-exaone")
     model = PeftModel.from_pretrained(base, output).eval()
-    from qg.data import load_qg_dataset
+    from qg.data.build import load_qg_dataset
 
     rows = load_qg_dataset(str(eight_paragraphs))["train"]
     assert len(rows) == 8

@@ -1,23 +1,26 @@
-"""Base models and tokenizers: EXAONE (converted once to Llama format), native models, and the tiny offline model."""
+"""The tiny random model: EXAONE-3.5's architecture at a size that trains in seconds, built offline in code.
+
+`build_tiny_exaone` writes a checkpoint in the original EXAONE format (with a BPE tokenizer trained on the bundled
+sample, or the real EXAONE tokenizer), which then goes through the same converter as the real model; `tiny_model_dir`
+is the converted copy in the cache that 'tiny-random-exaone' resolves to. For tests, the demo and offline runs.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from qg.cli import UserError
-from qg.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_key, resolve_source
-from qg.io import atomic_dir, atomic_write_json
+from qg.data.korquad import SAMPLE_DIR
+from qg.io import atomic_dir, atomic_write_json, cache_dir
+from qg.models.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_key
 
 TINY_MODEL = "tiny-random-exaone"
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_FILES = [REPO / "hub_dataset" / "sample" / "train.json", REPO / "hub_dataset" / "sample" / "dev.json"]
+SAMPLE_FILES = [SAMPLE_DIR / "train.json", SAMPLE_DIR / "dev.json"]
 # EXAONE-3.5's own chat template: role tags are plain text, only [|endofturn|] is a special token.
 EXAONE_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
@@ -28,10 +31,6 @@ EXAONE_CHAT_TEMPLATE = (
 # EXAONE-3.5-2.4B's architecture (GQA, llama3 RoPE scaling, tied embeddings) at a size that trains in seconds.
 TINY_SHAPE = dict(hidden_size=64, num_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=176, max_position_embeddings=2048)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("QG_CACHE", Path.home() / ".cache" / "qg"))
 
 
 TINY_VOCAB = 2048
@@ -111,7 +110,7 @@ def build_tiny_exaone(dst: str | Path, tokenizer_dir: str | Path | None = None, 
     return Path(dst)
 
 
-def _tiny_model_dir() -> Path:
+def tiny_model_dir() -> Path:
     """The converted tiny model in the cache, keyed by the sample it was trained on; built on first use."""
     key = hashlib.sha256(b"".join(f.read_bytes() for f in SAMPLE_FILES) + json.dumps(TINY_SHAPE).encode())
     converted = cache_dir() / f"{TINY_MODEL}-{key.hexdigest()[:12]}"
@@ -119,60 +118,3 @@ def _tiny_model_dir() -> Path:
         original = build_tiny_exaone(converted.with_name(converted.name + "-exaone"))
         convert_exaone_checkpoint(original, converted, overwrite=True)
     return converted
-
-
-def _is_exaone(folder: Path) -> bool:
-    config = folder / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "exaone"
-
-
-def _hub_config(repo_id: str, revision: str | None) -> dict | None:
-    """The Hub repo's config.json, or None when it cannot be had (then transformers reports the problem)."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision)).read_text())
-    except Exception:  # noqa: BLE001 - any failure here is reported by the real load that follows
-        return None
-
-
-def resolve_base(name_or_path: str, revision: str | None = None) -> str:
-    """A name transformers can load natively: EXAONE checkpoints are converted into the cache the first time."""
-    if name_or_path == TINY_MODEL:
-        return str(_tiny_model_dir())
-    path = Path(name_or_path)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path} has no config.json: not a model folder")
-        if not _is_exaone(path):
-            return str(path)
-        stamp = "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(path.glob("*")))
-        key = hashlib.sha256(f"{path.resolve()}|{stamp}".encode()).hexdigest()[:12]
-        converted = cache_dir() / "converted" / f"{path.name}-{key}"
-    else:
-        config = _hub_config(name_or_path, revision)
-        if config is None or config.get("model_type") != "exaone":
-            return name_or_path
-        converted = cache_dir() / "converted" / f"{name_or_path.replace('/', '--')}--{revision or 'main'}"
-    if not converted.exists():
-        convert_exaone_checkpoint(resolve_source(name_or_path, revision), converted, overwrite=True)
-    return str(converted)
-
-
-def load_tokenizer(name_or_path: str, revision: str | None = None):
-    return AutoTokenizer.from_pretrained(resolve_base(name_or_path, revision))
-
-
-def load_base(name_or_path: str, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
-              attn_implementation: str = "sdpa", **model_kwargs):
-    """(model, tokenizer) for an EXAONE id or folder, the tiny offline model, or any native causal LM."""
-    resolved = resolve_base(name_or_path, revision)
-    if resolved == name_or_path and not Path(resolved).is_dir():
-        model_kwargs["revision"] = revision
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs)
-    except OSError as err:
-        raise UserError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None
-    return model, tokenizer

@@ -1,7 +1,7 @@
 """lighteval task `korquad_qg`: `evaluate_qg.py --mode answer-aware` run by lighteval, with the same numbers.
 
 One greedy question per (paragraph, answer) of the dataset's `pairs` config, prompted by `qg.prompt`, scored by
-`qg.metrics` with QG-Bench's protocol (answers grouped by their sentence, `qg.evaluation.answer_sentence`):
+`qg.metrics` with QG-Bench's protocol (answers grouped by their sentence, `qg.eval.runner.answer_sentence`):
 bleu1-4, rougeL, meteor as QG-Bench computes them, and Korean-aware bleu_morpheme and chrf.
 
 A LoRA adapter is evaluated merged into its base (lighteval's own adapter loader cannot load our EXAONE base, see
@@ -12,9 +12,9 @@ below); `QuestionGenerator.from_pretrained(..., merge=True)` loads the base as e
 g.model.save_pretrained('outputs/merged'); g.tokenizer.save_pretrained('outputs/merged')"
 
     QG_LIGHTEVAL_MODEL=outputs/merged QG_LIGHTEVAL_DATASET=ORG/korquad-qg \
-    python -m qg.lighteval_task accelerate \
+    qg-lighteval accelerate \
         "model_name=outputs/merged,dtype=bfloat16,batch_size=1,override_chat_template=false,add_special_tokens=false" \
-        korquad_qg --custom-tasks qg.lighteval_task --output-dir outputs/lighteval
+        korquad_qg --custom-tasks qg.eval.lighteval_task --output-dir outputs/lighteval
 
 It reports what this reports on the same merged model:
 
@@ -47,7 +47,7 @@ lighteval 0.13 problems met here, and the way around each:
 - Its registry imports every built-in task module before the custom ones, and some fail on import: tiny_benchmarks
   downloads a file (no network: ConnectionError), mt_bench and mix_eval call `HfApi.list_models(model_name=...)`,
   which our huggingface_hub 2.4 rejects (TypeError, network or not). So `lighteval accelerate` fails before it
-  reads `--custom-tasks`. `python -m qg.lighteval_task` is the `lighteval` command with `custom_tasks_only()` in
+  reads `--custom-tasks`. `qg-lighteval` is the `lighteval` command with `custom_tasks_only()` in
   force: the registry loads the `--custom-tasks` module alone. Python callers wrap `Pipeline(...)` in it.
 - Its adapter loader (`adapter_weights=true`) insists on peft==0.3.0, which predates transformers 5; past that it
   reads a config field that does not exist (`config.pretrained`) and loads the base with `AutoModelForCausalLM`
@@ -55,7 +55,7 @@ lighteval 0.13 problems met here, and the way around each:
   breaks). The adapter is merged by our loader instead (above) and lighteval loads a plain Llama model.
 - A corpus metric's aggregation is pickled for the bootstrap's process pool, which fails for classes of a module
   lighteval loaded from a file path. Here the classes live in this importable module (pass
-  `--custom-tasks qg.lighteval_task`, the module name), and the one aggregation returns every score at once as a
+  `--custom-tasks qg.eval.lighteval_task`, the module name), and the one aggregation returns every score at once as a
   dict, which lighteval takes as final: no bootstrap (1000 rescorings, each starting a METEOR jar) and no stderr,
   as QG-Bench reports none.
 - Its details logger hashes text with xxhash, which from version 4 takes bytes only ("Strings must be encoded
@@ -82,11 +82,11 @@ from lighteval.tasks.registry import Registry
 from lighteval.tasks.requests import Doc, SamplingMethod
 
 from qg.cli import UserError
-from qg.data import SAMPLE_BUILD_COMMAND, data_file_pattern
-from qg.evaluation import answer_sentence
+from qg.data.schema import SAMPLE_BUILD_COMMAND, data_file_pattern
+from qg.eval.metrics import group_by_sentence, korean_scores, qgbench_scores
+from qg.eval.runner import answer_sentence
 from qg.generate import select_questions
-from qg.metrics import group_by_sentence, korean_scores, qgbench_scores
-from qg.modeling import load_tokenizer
+from qg.models.loading import load_tokenizer
 from qg.prompt import encode_prompt, end_of_turn_id
 
 TASK_NAME = "korquad_qg"
@@ -157,7 +157,7 @@ def _check_prompt(doc: Doc, model_response: ModelResponse, pad_token_id: int) ->
 
 
 class QGBenchCorpusScores(CorpusLevelComputation):
-    """Every score at once, in dataset order: QG-Bench's grouping by answer sentence, then qg.metrics."""
+    """Every score at once, in dataset order: QG-Bench's grouping by answer sentence, then qg.eval.metrics."""
 
     def compute_corpus(self, items: list[dict]) -> dict[str, float]:
         items = sorted(items, key=lambda item: item["row"])
@@ -213,7 +213,7 @@ def __getattr__(name: str) -> list[LightevalTaskConfig]:
     missing = [var for var in ("QG_LIGHTEVAL_MODEL", "QG_LIGHTEVAL_DATASET") if not os.environ.get(var)]
     if missing:
         raise UserError(f"the {TASK_NAME} task needs {' and '.join(missing)}: the model whose tokenizer writes the "
-                        "prompts, and the dataset folder or Hub id (see qg/lighteval_task.py)")
+                        "prompts, and the dataset folder or Hub id (see qg/eval/lighteval_task.py)")
     return [korquad_qg_config(os.environ["QG_LIGHTEVAL_MODEL"], os.environ["QG_LIGHTEVAL_DATASET"],
                               os.environ.get("QG_LIGHTEVAL_SPLIT", "test"))]
 
@@ -236,8 +236,13 @@ def custom_tasks_only() -> Iterator[None]:
         Registry.load_all_task_configs = builtin
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The `lighteval` command line with only `--custom-tasks` registered (see the module docstring)."""
     from lighteval.__main__ import app
 
     with custom_tasks_only():
         app()
+
+
+if __name__ == "__main__":
+    main()

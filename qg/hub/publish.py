@@ -1,6 +1,23 @@
-"""Publishing to the Hugging Face Hub: stage exactly what each repository receives, then upload the staged folders.
+"""Publish a trained adapter to the Hugging Face Hub: adapter + card, its Llama-format base, Space, dataset.
 
-    from qg.publish import Repos, publish
+    # offline: write exactly what would be uploaded, one folder per repository, and DIR/manifest.json
+    qg-publish --adapter outputs/demo/adapter --eval-dir outputs/demo/eval \\
+        --model-repo ORG/tiny-random-exaone-korquad-qg-lora --space-repo ORG/korean-qg-demo \\
+        --dataset-repo ORG/korquad-qg-sample --dataset-dir outputs/demo/dataset \\
+        --offline --staging-dir outputs/demo/publish
+
+    # the published adapter (token: `hf auth login` or HF_TOKEN); base -> ORG/EXAONE-3.5-2.4B-Instruct-llama
+    qg-publish --adapter outputs/exaone-3.5-2.4b-qg-lora --eval-dir outputs/eval \\
+        --model-repo ORG/exaone-3.5-2.4b-korquad-qg-lora --space-repo ORG/korean-qg \\
+        --dataset-repo ORG/korquad-qg --dataset-dir outputs/korquad-qg
+
+Online, the same folders are staged (in a temporary folder, or --staging-dir) and uploaded as they are, in the
+order base, dataset, model, Space; each repository's files become the staged ones. The model card is rendered from
+the run and evaluation folders (model_card/template.md) and refused when its metadata does not read back.
+
+Publishing to the Hugging Face Hub: stage exactly what each repository receives, then upload the staged folders.
+
+    from qg.hub.publish import Repos, publish
     publish("outputs/demo/adapter", "outputs/demo/eval", Repos(model="ORG/tiny-qg-lora", space="ORG/tiny-qg"),
             staging_dir="outputs/demo/publish", offline=True)
 
@@ -19,9 +36,11 @@ That is also the upload order: a repository is on the Hub before anything that p
 
 from __future__ import annotations
 
+import argparse
 import ast
 import contextlib
 import hashlib
+import importlib.resources
 import json
 import os
 import re
@@ -36,9 +55,8 @@ from huggingface_hub import DatasetCard, HfApi, SpaceCard
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from qg.cli import UserError
-from qg.io import atomic_dir, atomic_write_json
-from qg.model_card import (
+from qg.cli import UserError, command
+from qg.hub.model_card import (
     EVAL_FILES,
     RUN_FILES,
     Evaluation,
@@ -48,10 +66,10 @@ from qg.model_card import (
     render_base_card,
     write_model_card,
 )
+from qg.io import atomic_dir, atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-SPACE_SOURCE = REPO / "space"
-PACKAGE_SOURCE = REPO / "qg"
+SPACE_SOURCE = Path(str(importlib.resources.files("qg") / "space"))
+PACKAGE_SOURCE = Path(str(importlib.resources.files("qg")))
 MANIFEST = "manifest.json"
 FOLDERS = ("base", "dataset", "model", "space")  # the upload order
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -83,8 +101,8 @@ def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_
         if staging_dir is None:
             raise UserError("--offline needs --staging-dir: the folder that receives what would be uploaded")
         return stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, private=private)
-    from qg.data import hub_token
-    from qg.modeling import cache_dir
+    from qg.data.build import hub_token
+    from qg.io import cache_dir
 
     placeholders = [r for r in (repos.model, repos.space, repos.base, repos.dataset) if r and PLACEHOLDER.fullmatch(r)]
     if placeholders:  # fine for an offline demo staging, a mistake on the Hub
@@ -145,7 +163,7 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
 def upload(staging_dir: str | Path, api: HfApi, token: str) -> None:
     """Create each repository of the staged manifest and make its files the staged folder's (remote files that are
     not staged are deleted, .gitattributes excepted); the dataset goes through `qg.data.push_qg_dataset`."""
-    from qg.data import push_qg_dataset
+    from qg.data.build import push_qg_dataset
 
     staging_dir = Path(staging_dir)
     manifest = json.loads((staging_dir / MANIFEST).read_text())
@@ -217,7 +235,7 @@ def evaluated_dataset_repo(evaluation: Evaluation) -> str:
 
 def check_evaluated_dataset(dataset_dir: Path, evaluation: Evaluation) -> None:
     """The dataset pushed must be the one evaluated, when metrics.json fingerprinted a folder."""
-    from qg.evaluation import dataset_revision
+    from qg.eval.runner import dataset_revision
 
     if not ((dataset_dir / "README.md").is_file() and (dataset_dir / "data").is_dir()):
         raise UserError(f"--dataset-dir {dataset_dir} is not a dataset built by hub_dataset/build_dataset.py "
@@ -242,7 +260,7 @@ def locate_base(run: TrainingRun) -> Path | None:
         return Path(recorded)
     if recorded == run.config["model"]:
         return None
-    from qg.modeling import resolve_base
+    from qg.models.loading import resolve_base
 
     resolved = resolve_base(run.config["model"])
     if not Path(resolved).is_dir():
@@ -364,3 +382,70 @@ def folder_manifest(folder: Path, repo_id: str, repo_type: str, **create: str) -
 
 def _first_sentence(err: BaseException) -> str:
     return " ".join(str(err).split()).split(". ")[0]
+
+
+# ----------------------------------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, required=True, metavar="RUN_DIR",
+                        help="Run folder written by train.py (its --output_dir): the final adapter at its top, "
+                             "train_config.yaml, train_log.jsonl, loss_curve.png. checkpoints/, best/ and tracker "
+                             "logs are not published.")
+    parser.add_argument("--eval-dir", type=Path, required=True, metavar="EVAL_DIR",
+                        help="Folder written by evaluate_qg.py --model for this adapter: metrics.json and "
+                             "after_outputs.json, the card's scores and samples (published next to it).")
+    parser.add_argument("--model-repo", required=True, metavar="ORG/NAME",
+                        help="Model repository of the adapter and its card.")
+    parser.add_argument("--space-repo", required=True, metavar="ORG/NAME",
+                        help="Space repository (Streamlit SDK) for space/app.py and the qg package.")
+    parser.add_argument("--base-repo", metavar="ORG/NAME",
+                        help="Model repository for the Llama-format base the adapter was trained on; the uploaded "
+                             "adapter_config.json points there, so PeftModel.from_pretrained works for anyone. "
+                             "Default: ORG/<base name>-llama with the --model-repo's ORG (e.g. "
+                             "ORG/EXAONE-3.5-2.4B-Instruct-llama). Not allowed when the base is a Hub model that "
+                             "transformers loads natively (it is referenced as it is).")
+    parser.add_argument("--dataset-repo", metavar="ORG/NAME",
+                        help="Dataset repository the card and the Space name as training and evaluation data. "
+                             "Needed when the evaluation read a local dataset folder.")
+    parser.add_argument("--dataset-dir", type=Path, metavar="DIR",
+                        help="Also push this dataset folder (hub_dataset/build_dataset.py output) to "
+                             "--dataset-repo. It must be the folder the evaluation read.")
+    parser.add_argument("--private", action="store_true", help="Create the repositories as private.")
+    parser.add_argument("--offline", action="store_true",
+                        help="Touch no network: only write the staging folder (needs --staging-dir).")
+    parser.add_argument("--staging-dir", type=Path, metavar="DIR",
+                        help="Where to stage: DIR/model, DIR/base, DIR/space, DIR/dataset (exactly the files each "
+                             "repository receives) and DIR/manifest.json (repo id, type, path/size/sha256 per "
+                             "file). Replaced if it holds a previous staging. Online it is kept after the upload; "
+                             "without it a temporary folder is used.")
+    args = parser.parse_args(argv)
+    if args.offline and args.staging_dir is None:
+        parser.error("--offline needs --staging-dir")
+    if args.dataset_dir is not None and args.dataset_repo is None:
+        parser.error("--dataset-dir needs --dataset-repo")
+    return args
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    repos = Repos(model=args.model_repo, space=args.space_repo, base=args.base_repo, dataset=args.dataset_repo)
+    manifest = publish(args.adapter, args.eval_dir, repos, dataset_dir=args.dataset_dir,
+                       staging_dir=args.staging_dir, offline=args.offline, private=args.private)
+    for name, repo in manifest["repos"].items():
+        size = sum(f["size"] for f in repo["files"])
+        url_prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo["repo_type"]]
+        done = "staged" if args.offline else "published"
+        where = f" in {args.staging_dir / name}" if args.staging_dir else ""
+        print(f"{done} {name:<7} https://huggingface.co/{url_prefix}{repo['repo_id']}  "
+              f"({len(repo['files'])} files, {size / 1e6:.1f} MB){where}")
+    if args.staging_dir:
+        print(f"manifest: {args.staging_dir / 'manifest.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-from tqdm.auto import tqdm
 
-from qg.cli import UserError, run
+from qg.cli import UserError, command
 from qg.io import atomic_dir, atomic_write_json
 
 DEFAULT_REPO = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
@@ -262,6 +262,7 @@ def _copy_tokenizer(src: Path, config: LlamaConfig, out: Path) -> None:
     atomic_write_json(tokenizer_config, settings)
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", nargs="?", default=DEFAULT_REPO,
@@ -275,4 +276,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    main()

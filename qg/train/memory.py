@@ -78,9 +78,10 @@ from pathlib import Path
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig
 
-from qg.cli import UserError, run
-from qg.config import TrainConfig, parse_config
-from qg.modeling import TINY_MODEL, TINY_SHAPE, TINY_VOCAB
+from qg.cli import UserError, command
+from qg.config import parse_config
+from qg.models.tiny import TINY_MODEL, TINY_SHAPE, TINY_VOCAB
+from qg.train.config import TrainConfig
 
 GIB = 2**30
 CUDA_OVERHEAD_BYTES = 1 * GIB
@@ -415,6 +416,7 @@ _PLANNER_HELP = (
 )
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     planner = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -434,4 +436,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    main()

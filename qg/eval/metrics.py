@@ -2,7 +2,7 @@
 
 Two entry points:
 
-    from qg.metrics import score_predictions, score_recommendations
+    from qg.eval.metrics import score_predictions, score_recommendations
     score_predictions([{"prediction": "...", "references": ["...", "..."], "context": "..."}])
     score_recommendations([{"context": "...", "generated": ["...", "..."], "references": ["...", "..."]}])
 

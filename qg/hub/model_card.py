@@ -1,6 +1,6 @@
 """The adapter's model card (README.md): Hub metadata and a body rendered from a run folder and an evaluation folder.
 
-    from qg.model_card import read_evaluation, read_run, write_model_card
+    from qg.hub.model_card import read_evaluation, read_run, write_model_card
     write_model_card(Path("README.md"), read_run("outputs/demo/adapter"), read_evaluation("outputs/demo/eval"),
                      model_repo="ORG/tiny-qg-lora", base_model="ORG/tiny-random-exaone-llama",
                      dataset_repo="ORG/korquad-qg-sample", space_repo="ORG/korean-qg-demo")
@@ -13,6 +13,7 @@ model it describes. The layout is model_card/template.md, rendered by `huggingfa
 from __future__ import annotations
 
 import datetime
+import importlib.resources
 import inspect
 import json
 import re
@@ -24,12 +25,12 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
 from qg.cli import UserError
-from qg.data import KORQUAD_HUB_ID
-from qg.metrics import COVERAGE_CHRF
-from qg.modeling import TINY_MODEL
+from qg.data.korquad import KORQUAD_HUB_ID
+from qg.eval.metrics import COVERAGE_CHRF
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_card" / "template.md"
+TEMPLATE_PATH = Path(str(importlib.resources.files("qg.hub") / "templates" / "model_card.md"))
 EXAONE_HUB_ID = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
 EXAONE_LICENSE = {"license": "other", "license_name": "exaone",
                   "license_link": f"https://huggingface.co/{EXAONE_HUB_ID}/blob/main/LICENSE"}

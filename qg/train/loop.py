@@ -1,5 +1,15 @@
-"""The training loop: Accelerate + peft LoRA (or QLoRA, or full fine-tuning) on packed question-generation batches.
+"""Fine-tune a base model for Korean question generation (LoRA, QLoRA or full) with Accelerate.
 
+    qg-train --config configs/smoke.yaml                                   # tiny model, CPU, ~1 minute
+    accelerate launch train.py --config configs/exaone-3.5-2.4b-lora.yaml         # the published adapter, 1 GPU
+    accelerate launch --config_file configs/accelerate/multi-gpu.yaml train.py --config configs/exaone-3.5-2.4b-lora.yaml
+    accelerate launch --cpu --num_processes 2 train.py --config configs/smoke.yaml --output_dir outputs/ddp
+    qg-train --config configs/smoke.yaml --lora_r 8 --max_steps 20         # any field can be overridden
+    qg-train --config configs/smoke.yaml --resume                          # continue from the last checkpoint
+
+Every recipe field is a flag (see --help); the recipe sets defaults and flags win.
+
+The training loop: Accelerate + peft LoRA (or QLoRA, or full fine-tuning) on packed question-generation batches.
 One loop for one CPU core and many GPUs: `accelerate launch` chooses DDP, FSDP or DeepSpeed; this code only uses
 `Accelerator`'s own `prepare`, `accumulate`, `save_state`/`load_state` and trackers.
 """
@@ -10,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict
@@ -23,14 +34,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from qg.cli import UserError
-from qg.config import TrainConfig, config_to_yaml
-from qg.data import load_qg_dataset
+from qg.cli import UserError, command
+from qg.config import config_to_yaml, parse_config
+from qg.data.build import load_qg_dataset
 from qg.io import atomic_dir, atomic_write_text
-from qg.modeling import load_base, load_tokenizer
-from qg.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
-from qg.plots import plot_loss_curve
+from qg.models.loading import load_base, load_tokenizer
 from qg.prompt import end_of_turn_id
+from qg.train.config import TrainConfig
+from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
+from qg.train.plots import plot_loss_curve
 
 CHECKPOINTS = "checkpoints"
 FINAL = ".final"
@@ -360,3 +372,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         plot_loss_curve(log.records(), output / "loss_curve.png")
     accelerator.end_training()
     return output
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    resume = "--resume" in argv
+    config, _ = parse_config(TrainConfig, [a for a in argv if a != "--resume"], description=__doc__ + (
+        "\n--resume: continue the run in output_dir from its last checkpoint (same config required)."))
+    output = train(config, resume=resume)
+    print(f"adapter, logs and loss curve in {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from qg.data import CONFIGS, KORQUAD_HUB_ID, QGDatasetBuild, data_file_pattern
+from qg.data.korquad import KORQUAD_HUB_ID
+from qg.data.schema import CONFIGS, QGDatasetBuild, data_file_pattern
 
 LICENSE_NAME = "cc-by-nd-2.0-kr"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nd/2.0/kr/"
