@@ -1,4 +1,4 @@
-"""Atomic writes: a reader never sees a half-written file or folder, whatever interrupts the writer."""
+"""Files and names: atomic writes (a reader never sees a half-written file or folder), the cache, Hub ids."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def is_hub_id(name: str) -> bool:
+    """True when `name` is a valid Hub repo id of the form OWNER/NAME and no local path of that name exists."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") != 1 or Path(name).expanduser().exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def cache_dir() -> Path:

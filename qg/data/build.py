@@ -16,7 +16,6 @@ as training does); datasets caches a local folder by its README alone, so after 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from qg.data.korquad import (
 )
 from qg.data.schema import CONFIGS, FEATURES, SAMPLE_BUILD_COMMAND, QGDatasetBuild, data_file_pattern
 from qg.data.splits import limit_questions, split_by_article
-from qg.io import atomic_dir
+from qg.io import atomic_dir, is_hub_id
 
 
 def build_qg_dataset(train: KorQuADSource, dev: KorQuADSource, output_dir: str | Path, *,
@@ -135,7 +134,7 @@ def load_qg_dataset(name_or_path: str, config: str = "pairs") -> datasets.Datase
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _load_built_folder(path, config)
-    if path.exists() or not re.fullmatch(r"\w[\w.-]*/\w[\w.-]*", name_or_path):  # not shaped like ORG/NAME
+    if not is_hub_id(name_or_path):
         raise UserError(f"{name_or_path}: no dataset folder there; build it with: {how_to_build}")
     try:
         return datasets.load_dataset(name_or_path, name=config)

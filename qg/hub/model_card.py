@@ -27,6 +27,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 from qg.cli import UserError
 from qg.data.korquad import KORQUAD_HUB_ID
 from qg.eval.metrics import COVERAGE_CHRF
+from qg.io import is_hub_id
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
 
@@ -48,7 +49,6 @@ NUM_SAMPLES = 5
 RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "train_config.yaml", "train_log.jsonl",
              "loss_curve.png")
 EVAL_FILES = ("metrics.json", "after_outputs.json")
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _GIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -326,7 +326,7 @@ def write_model_card(path: Path, run: TrainingRun, evaluation: Evaluation, *, mo
 
 def hub_link(name: str) -> str:
     """A markdown link for a Hub id, a code span for anything else (a local folder, the tiny model)."""
-    if _HUB_ID.fullmatch(name) and not Path(name).exists():
+    if is_hub_id(name):
         return f"[{name}](https://huggingface.co/{name})"
     return f"`{name}`"
 

@@ -55,7 +55,7 @@ from huggingface_hub import DatasetCard, HfApi, SpaceCard
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from qg.cli import UserError, command
+from qg.cli import UserError, command, one_line
 from qg.hub.model_card import (
     EVAL_FILES,
     RUN_FILES,
@@ -67,13 +67,12 @@ from qg.hub.model_card import (
     write_model_card,
 )
 from qg.io import atomic_dir, atomic_write_json
+from qg.models.exaone import TOKENIZER_FILES
 
 SPACE_SOURCE = Path(str(importlib.resources.files("qg") / "space"))
 PACKAGE_SOURCE = Path(str(importlib.resources.files("qg")))
 MANIFEST = "manifest.json"
 FOLDERS = ("base", "dataset", "model", "space")  # the upload order
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
 # Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
 PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
 APP_CONSTANT = "PUBLISHED_ADAPTER"
@@ -186,7 +185,7 @@ def hub_errors(action: str, token: str) -> Iterator[None]:
         yield
     except (OSError, httpx2.HTTPError, HFValidationError) as err:
         # The message comes from the HTTP stack; whatever it echoes, the token is cut out.
-        message = " ".join(str(err).split()).replace(token, "<token>") or type(err).__name__
+        message = one_line(err).replace(token, "<token>")
         raise UserError(f"{action} failed ({message}); `--offline --staging-dir DIR` writes what would be "
                         "uploaded without the Hub") from None
 

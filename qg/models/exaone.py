@@ -23,7 +23,7 @@ from transformers import GenerationConfig, LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from qg.cli import UserError, command
-from qg.io import atomic_dir, atomic_write_json
+from qg.io import atomic_dir, atomic_write_json, is_hub_id
 
 DEFAULT_REPO = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
 TOKENIZER_FILES = [
@@ -34,6 +34,7 @@ TOKENIZER_FILES = [
     "merges.txt",
     "added_tokens.json",
     "chat_template.jinja",
+    "tokenizer.model",
 ]
 # Only these files are ever downloaded: weights, configs and tokenizer; never the remote modelling code.
 DOWNLOAD_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
@@ -176,7 +177,7 @@ def resolve_source(src: str, revision: str | None = None) -> Path:
     path = Path(src)
     if path.is_dir():
         return path
-    if path.exists() or src.startswith((".", "/")) or src.count("/") != 1:
+    if not is_hub_id(src):
         raise UserError(f"{src} is neither a checkpoint folder nor a Hub repo id (ORG/NAME)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError

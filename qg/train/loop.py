@@ -37,7 +37,7 @@ from transformers import get_scheduler
 from qg.cli import UserError, command
 from qg.config import config_to_yaml, parse_config
 from qg.data.build import load_qg_dataset
-from qg.io import atomic_dir, atomic_write_text
+from qg.io import atomic_dir, atomic_write_text, is_hub_id
 from qg.models.loading import load_base, load_tokenizer
 from qg.prompt import end_of_turn_id
 from qg.train.config import TrainConfig
@@ -64,8 +64,7 @@ def check_config(config: TrainConfig, resume: bool) -> None:
     if config.mixed_precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise UserError(f"mixed_precision {config.mixed_precision} needs a GPU here; use auto or no on CPU")
     dataset = Path(config.dataset)
-    looks_local = dataset.exists() or config.dataset.startswith((".", "/")) or config.dataset.count("/") != 1
-    if looks_local and not (dataset / "README.md").is_file():
+    if not is_hub_id(config.dataset) and not (dataset / "README.md").is_file():
         raise UserError(f"dataset {config.dataset} not found: build it with python hub_dataset/build_dataset.py "
                         f"--train-json hub_dataset/sample/train.json --dev-json hub_dataset/sample/dev.json "
                         f"--output-dir {config.dataset}")
