@@ -1,0 +1,1 @@
+"""Korean recommended-question generation: data, EXAONE conversion, LoRA training, evaluation, publishing."""

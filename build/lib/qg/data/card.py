@@ -1,0 +1,172 @@
+"""The dataset card (README.md) of a built question-generation dataset: Hub metadata, statistics, provenance."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from qg.data.korquad import KORQUAD_HUB_ID
+from qg.data.schema import CONFIGS, QGDatasetBuild, data_file_pattern
+
+LICENSE_NAME = "cc-by-nd-2.0-kr"
+LICENSE_URL = "https://creativecommons.org/licenses/by-nd/2.0/kr/"
+SPLIT_SOURCES = {
+    "train": "official train set, minus the validation articles",
+    "validation": "articles drawn from the official train set",
+    "test": "official dev set",
+}
+
+
+def dataset_card(build: QGDatasetBuild) -> DatasetCard:
+    """The card: metadata the Hub and `datasets` read (configs, license, sizes), then statistics and provenance."""
+    questions = sum(len(p.questions) for paragraphs in build.splits.values() for p in paragraphs)
+    metadata = DatasetCardData(
+        pretty_name="KorQuAD 1.0 for question generation",
+        language=["ko"],
+        license="other",
+        license_name=LICENSE_NAME,
+        license_link=LICENSE_URL,
+        source_datasets=[KORQUAD_HUB_ID],
+        task_categories=["text-generation"],
+        tags=["question-generation"],
+        size_categories=[size_category(questions)],
+        configs=[
+            {"config_name": config,
+             "data_files": [{"split": split, "path": data_file_pattern(config, split)} for split in build.splits]}
+            for config in CONFIGS
+        ],
+    )
+    return DatasetCard(f"---\n{metadata.to_yaml()}\n---\n\n{_body(build)}")
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size bucket for a number of rows (here: questions, the rows of the `pairs` config)."""
+    for bound, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]:
+        if rows < bound:
+            return label
+    return "1M<n<10M"
+
+
+def _body(build: QGDatasetBuild) -> str:
+    splits = build.splits
+    repo = build.hub_repo_id or "ORG/NAME"
+    rows = [f"| {split} | {SPLIT_SOURCES[split]} | {len({p.title for p in paragraphs}):,} | {len(paragraphs):,} | "
+            f"{sum(len(p.questions) for p in paragraphs):,} |" for split, paragraphs in splits.items()]
+    lengths = []
+    for split, paragraphs in splits.items():
+        per_paragraph = [len(p.questions) for p in paragraphs]
+        lengths.append(
+            f"| {split} | {statistics.mean(per_paragraph):.1f} / {max(per_paragraph)} | "
+            f"{_distribution([len(p.context) for p in paragraphs])} | "
+            f"{_distribution([len(q) for p in paragraphs for q in p.questions])} | "
+            f"{_distribution([len(a['text']) for p in paragraphs for a in p.answers])} |")
+    train, test = build.reports["train"], build.reports["test"]
+    provenance = [
+        ("source", _source(train.source, train.sha256), _source(test.source, test.sha256)),
+        ("articles", f"{train.articles:,}", f"{test.articles:,}"),
+        ("paragraphs read", f"{train.paragraphs_read:,}", f"{test.paragraphs_read:,}"),
+        ("questions read", f"{train.questions_read:,}", f"{test.questions_read:,}"),
+        ("repeated paragraphs merged into one", train.duplicate_paragraphs_merged, test.duplicate_paragraphs_merged),
+        ("empty questions dropped", train.empty_questions_dropped, test.empty_questions_dropped),
+        ("duplicate questions dropped", train.duplicate_questions_dropped, test.duplicate_questions_dropped),
+        ("answers not at their answer_start", len(train.misaligned_answer_ids), len(test.misaligned_answer_ids)),
+        ("… repaired (found elsewhere in the context)", train.answers_repaired, test.answers_repaired),
+        ("… dropped with their question (not in the context)", train.answers_dropped, test.answers_dropped),
+        ("paragraphs left without questions, dropped", train.paragraphs_without_questions_dropped,
+         test.paragraphs_without_questions_dropped),
+    ]
+    limit = ("all of them" if build.max_train_samples is None else
+             f"limited with `--max-train-samples {build.max_train_samples}`: paragraphs visited in an order "
+             f"shuffled with seed {build.seed}, each taken whole when the total stays at most "
+             f"{build.max_train_samples} questions")
+    from_files = train.sha256 is not None  # else from the Hub, the builder's default
+    command = ("python hub_dataset/build_dataset.py "
+               + (f"--train-json {Path(train.source).name} --dev-json {Path(test.source).name} " if from_files else "")
+               + f"--output-dir OUTPUT_DIR --validation-fraction {build.validation_fraction} --seed {build.seed}"
+               + ("" if build.max_train_samples is None else f" --max-train-samples {build.max_train_samples}"))
+    return "\n".join([
+        "# KorQuAD 1.0 for question generation",
+        "",
+        "Korean Wikipedia paragraphs with the questions crowd workers asked about them, from",
+        f"[KorQuAD 1.0](https://korquad.github.io) ([`{KORQUAD_HUB_ID}`](https://huggingface.co/datasets/"
+        f"{KORQUAD_HUB_ID})), regrouped for question generation: given a paragraph (and, answer-aware, an answer",
+        "span), write a question a reader could ask about it.",
+        "",
+        "## Configs",
+        "",
+        "- `default`: one row per paragraph: `id`, `title`, `context`, `questions` (list of strings), `answers`",
+        "  (list of `{text, answer_start}`, `answers[i]` answers `questions[i]`).",
+        "- `pairs`: one row per question: `id` (the KorQuAD question id), `title`, `context`, `question`, `answer`,",
+        "  `answer_start`.",
+        "",
+        "In both, `context[answer_start:answer_start + len(answer)] == answer`.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'pairs = load_dataset("{repo}", "pairs")  # one row per question',
+        f'paragraphs = load_dataset("{repo}")  # the default config: one row per paragraph',
+        "```",
+        "",
+        "## Splits",
+        "",
+        "No article (title) and no paragraph is in two splits.",
+        "",
+        "| split | from | articles | paragraphs | questions |",
+        "|---|---|---:|---:|---:|",
+        *rows,
+        "",
+        "## Lengths",
+        "",
+        "Characters, as median / 95th percentile / max.",
+        "",
+        "| split | questions per paragraph (mean / max) | paragraph | question | answer |",
+        "|---|---|---|---|---|",
+        *lengths,
+        "",
+        "## How it was built",
+        "",
+        "- Text (titles, paragraphs, questions, answers) is Unicode NFC with every run of whitespace one space and",
+        "  none at either end; `answer_start` is recomputed on the normalised paragraph.",
+        "- A paragraph that appears twice in one article is one paragraph with the questions of both; exact",
+        "  duplicate questions within a paragraph keep their first occurrence; each question keeps its first answer.",
+        "- An answer whose `answer_start` does not point at its text moves to the occurrence of the text nearest the",
+        "  claimed offset; when the paragraph does not contain the text, the question is dropped.",
+        f"- `test` is the official dev set. `validation` is ceil({build.validation_fraction} × articles) articles of "
+        f"the official train set drawn with seed {build.seed}; `train` is the rest, {limit}.",
+        f"- Train-side paragraphs sharing an article title or a paragraph with a later split, dropped: "
+        f"{build.overlap_paragraphs_dropped:,}.",
+        "",
+        "| | official train | official dev |",
+        "|---|---:|---:|",
+        *[f"| {label} | {train_value} | {test_value} |" for label, train_value, test_value in provenance],
+        "",
+        "Rebuild with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "## License",
+        "",
+        f"KorQuAD 1.0 is by LG CNS and is licensed [CC BY-ND 2.0 KR]({LICENSE_URL}): use requires attribution,",
+        "and adapted versions may not be distributed. This dataset carries the KorQuAD text with the normalisation",
+        "and regrouping described above and nothing added; check that your use fits the license. Attribution:",
+        "",
+        "> Seungyoung Lim, Myungji Kim, Jooyoul Lee. *KorQuAD1.0: Korean QA Dataset for Machine Reading",
+        "> Comprehension*. arXiv:1909.07005, 2019. https://korquad.github.io",
+        "",
+    ])
+
+
+def _distribution(values: list[int]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[math.ceil(0.95 * len(ordered)) - 1]  # nearest rank
+    return f"{statistics.median(ordered):g} / {p95} / {ordered[-1]}"
+
+
+def _source(name: str, sha256: str | None) -> str:
+    return f"`{name}`" if sha256 is None else f"`{Path(name).name}` (sha256 `{sha256[:12]}…`)"

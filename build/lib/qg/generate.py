@@ -1,0 +1,228 @@
+"""`QuestionGenerator`: N distinct questions per paragraph, batched, each paragraph prefilled once.
+
+    from qg.generate import QuestionGenerator
+
+    generator = QuestionGenerator.from_pretrained("outputs/smoke")  # a LoRA adapter folder or Hub id, or a model
+    [result] = generator.generate(["훈민정음은 1443년 세종이 창제한 문자이다. ..."], num_questions=5)
+    result.questions, result.rejected, result.truncated
+
+`model.generate(num_return_sequences=N)` copies every prompt N times before its first forward pass, so a 500-token
+paragraph is prefilled N times to sample N questions of ~20 tokens. Here a left-padded batch of prompts goes through
+the model once, all but its last token, into a `DynamicCache` (`PrefilledPrompts`). Each sampling round copies that
+cache's rows once per wanted question and passes the copy to `model.generate` with the full prompt ids: transformers
+5.23 (`GenerationMixin._prefill`) then feeds the model only the prompt tokens the cache lacks, the last one, before
+decoding as usual. So greedy decoding gives the tokens of plain `model.generate` (tests/test_generate.py), and
+bench/bench_generate.py measures the speed-up.
+
+Sampled questions that end without EOS, fail `qg.quality.rejection_reason` or near-duplicate an accepted question are
+rejected and counted by reason; paragraphs still short of N questions are sampled again from the same cache, for at
+most `max_rounds` rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qg.cli import UserError
+from qg.models.loading import load_base
+from qg.models.tiny import TINY_MODEL
+from qg.prompt import encode_prompt, end_of_turn_id
+from qg.quality import is_near_duplicate, rejection_reason
+
+NO_EOS = "no_eos"  # the generation reached max_new_tokens before EOS: a cut-off question, or a loop
+DUPLICATE = "duplicate"  # the same question as an accepted one, or a near-duplicate of it (qg.quality)
+
+
+@dataclass
+class GeneratedQuestions:
+    questions: list[str]  # distinct, accepted, in generation order, at most num_questions
+    rejected: Counter  # reason code -> count: qg.quality's codes, NO_EOS, DUPLICATE
+    truncated: bool  # the paragraph was cut to the token budget
+
+
+def select_questions(candidates: Iterable[str | None], context: str, num_questions: int,
+                     accepted: Sequence[str] = ()) -> tuple[list[str], Counter]:
+    """Accept candidates in order until there are `num_questions`; count the rejected ones by reason.
+
+    A candidate is the decoded text before EOS, or None for a generation that reached max_new_tokens without EOS.
+    `accepted` holds the questions already accepted for `context` (earlier rounds): the result extends it, and new
+    candidates must not duplicate it. Candidates after the `num_questions`-th accepted one are left unexamined.
+    """
+    accepted = list(accepted)
+    rejected = Counter()
+    for candidate in candidates:
+        if len(accepted) >= num_questions:
+            break
+        if candidate is None:
+            rejected[NO_EOS] += 1
+            continue
+        question = candidate.strip()
+        reason = rejection_reason(question, context) or (DUPLICATE if is_near_duplicate(question, accepted) else None)
+        if reason is None:
+            accepted.append(question)
+        else:
+            rejected[reason] += 1
+    return accepted, rejected
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of `prompts` padded on the left, as decoder-only generation needs."""
+    width = max(len(prompt) for prompt in prompts)
+    input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return input_ids, attention_mask
+
+
+class PrefilledPrompts:
+    """A left-padded batch of prompts run through the model once; `generate` continues any of them from that cache."""
+
+    def __init__(self, model, prompts: Sequence[Sequence[int]], pad_token_id: int):
+        self.model = model
+        self.input_ids, self.attention_mask = left_pad(prompts, pad_token_id, model.device)
+        self.width = self.input_ids.shape[1]
+        # The positions `generate` gives a left-padded row: counted over real tokens only, as the prompt alone has.
+        position_ids = (self.attention_mask.cumsum(-1) - 1).masked_fill(self.attention_mask == 0, 0)
+        # All but the last token: with a cache as long as the prompt, `generate` would slice `input_ids[:, -0:]`,
+        # the whole prompt, and prefill it again; one token short, it runs just that token for the first logits.
+        self.cache = model(input_ids=self.input_ids[:, :-1], attention_mask=self.attention_mask[:, :-1],
+                           position_ids=position_ids[:, :-1], use_cache=True, logits_to_keep=1).past_key_values
+
+    def generate(self, samples_per_prompt: Sequence[int], **generate_kwargs):
+        """`model.generate` on prompt i repeated `samples_per_prompt[i]` times, rows in prompt order; returns what
+        `model.generate` returns (sequences include the padded prompt, `self.width` tokens)."""
+        rows = torch.repeat_interleave(torch.arange(len(samples_per_prompt), device=self.input_ids.device),
+                                       torch.tensor(samples_per_prompt, device=self.input_ids.device))
+        # A copy per call: `generate` appends the sampled tokens to the cache it is given, and later rounds need
+        # the prompt cache as it was. A deep copy keeps every layer's type and state (sliding-window layers too).
+        cache = copy.deepcopy(self.cache)
+        cache.batch_select_indices(rows)
+        return self.model.generate(input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+                                   past_key_values=cache, **generate_kwargs)
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Random draws from `torch.manual_seed(seed)`, the caller's random state restored afterwards (None: unseeded)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _adapter_config(name_or_path: str) -> dict | None:
+    """The peft adapter config of a local folder or Hub repo, or None when it is not an adapter."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        file = path / "adapter_config.json"
+        return json.loads(file.read_text()) if file.is_file() else None
+    if name_or_path == TINY_MODEL:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(name_or_path, "adapter_config.json")).read_text())
+    except Exception:  # noqa: BLE001 - not an adapter repo, or out of reach: loading it as a model reports the problem
+        return None
+
+
+class QuestionGenerator:
+    """Generates distinct, quality-checked questions about paragraphs with a (LoRA-adapted) causal LM."""
+
+    def __init__(self, model, tokenizer, max_context_tokens: int = 1024, base_name: str | None = None):
+        self.model = model.eval()
+        self.base_name = base_name  # the base model's name (or the model's own, when it is not an adapter)
+        self.tokenizer = tokenizer
+        self.max_context_tokens = max_context_tokens
+        # Llama-family tokenizers may lack a pad token; padded positions are masked out, so any id does.
+        self.pad_token_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+
+    @classmethod
+    def from_pretrained(cls, model: str, base: str | None = None, device: str = "auto", merge: bool = False,
+                        max_context_tokens: int = 1024) -> QuestionGenerator:
+        """Load a peft adapter (folder or Hub id) on its base, or a merged or plain model (folder or Hub id).
+
+        The adapter's base is `base`, else its adapter_config.json's `base_model_name_or_path`; bases and plain
+        models load through `qg.modeling.load_base`, so EXAONE checkpoints are converted and 'tiny-random-exaone'
+        works. `merge` folds the LoRA weights into the base for faster inference. Device "auto": CUDA in bf16 when
+        available, else CPU in fp32.
+        """
+        target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        # bf16 where the GPU has it; fp16 on older ones (T4), fp32 on CPU.
+        dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if target.type == "cuda" \
+            else torch.float32
+        adapter = _adapter_config(model)
+        if adapter is None:
+            if base is not None:
+                raise UserError(f"{model} is not a peft adapter (no adapter_config.json), so base {base} has no use")
+            loaded, tokenizer = load_base(model, dtype=dtype)
+            return cls(loaded.to(target), tokenizer, max_context_tokens, base_name=model)
+        from peft import PeftModel
+
+        base = base or adapter["base_model_name_or_path"]
+        loaded, tokenizer = load_base(base, dtype=dtype)
+        loaded = PeftModel.from_pretrained(loaded.to(target), model)
+        if merge:
+            loaded = loaded.merge_and_unload()
+        return cls(loaded, tokenizer, max_context_tokens, base_name=base)
+
+    def generate(self, contexts: list[str], num_questions: int = 5, answers: list[str] | None = None,
+                 temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 64, seed: int | None = 0,
+                 max_rounds: int = 3, batch_size: int = 8) -> list[GeneratedQuestions]:
+        """Up to `num_questions` distinct accepted questions per paragraph, in the order of `contexts`.
+
+        `answers` (one per context) asks for questions whose answer is given. `temperature` 0 decodes greedily:
+        that is deterministic, so it yields one question per paragraph. Sampling draws from
+        `torch.manual_seed(seed)` (the caller's random state is left as it was): the same contexts, settings and
+        `batch_size` give the same questions (on GPU up to kernel nondeterminism). `batch_size` paragraphs share
+        one prefill; each of the `max_rounds` rounds samples as many questions as a paragraph still lacks.
+        """
+        if answers is not None and len(answers) != len(contexts):
+            raise ValueError(f"{len(answers)} answers for {len(contexts)} contexts: give one answer per context")
+        if num_questions < 1 or max_rounds < 1 or batch_size < 1:
+            raise ValueError("num_questions, max_rounds and batch_size must be at least 1")
+        greedy = temperature == 0
+        # top_k=0: sampling is shaped by temperature and top-p only, whatever a checkpoint's generation_config says.
+        decoding = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p,
+                                                             top_k=0)
+        decoding.update(max_new_tokens=max_new_tokens, eos_token_id=end_of_turn_id(self.tokenizer),
+                        pad_token_id=self.pad_token_id)
+        answers = [None] * len(contexts) if answers is None else answers
+        results = []
+        with torch.inference_mode(), seeded(seed, self.model.device):
+            for start in range(0, len(contexts), batch_size):
+                batch = slice(start, start + batch_size)
+                results += self._generate_batch(contexts[batch], answers[batch], 1 if greedy else num_questions,
+                                                1 if greedy else max_rounds, decoding)
+        return results
+
+    def _generate_batch(self, contexts: list[str], answers: list[str | None], num_questions: int, max_rounds: int,
+                        decoding: dict) -> list[GeneratedQuestions]:
+        prompts = [encode_prompt(self.tokenizer, c, a, self.max_context_tokens) for c, a in zip(contexts, answers)]
+        prefilled = PrefilledPrompts(self.model, [p.input_ids for p in prompts], self.pad_token_id)
+        results = [GeneratedQuestions([], Counter(), p.truncated) for p in prompts]
+        for _ in range(max_rounds):
+            wanted = [num_questions - len(r.questions) for r in results]
+            if not any(wanted):
+                break
+            rows = iter(prefilled.generate(wanted, **decoding)[:, prefilled.width:].tolist())
+            for index, result in enumerate(results):
+                candidates = [self._decode(next(rows)) for _ in range(wanted[index])]
+                result.questions, rejected = select_questions(candidates, contexts[index], num_questions,
+                                                              result.questions)
+                result.rejected.update(rejected)
+        return results
+
+    def _decode(self, token_ids: list[int]) -> str | None:
+        """The text before the first EOS, or None when there is no EOS."""
+        eos = end_of_turn_id(self.tokenizer)
+        return self.tokenizer.decode(token_ids[:token_ids.index(eos)]) if eos in token_ids else None

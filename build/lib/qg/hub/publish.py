@@ -1,0 +1,450 @@
+"""Publish a trained adapter to the Hugging Face Hub: adapter + card, its Llama-format base, Space, dataset.
+
+    # offline: write exactly what would be uploaded, one folder per repository, and DIR/manifest.json
+    qg-publish --adapter outputs/demo/adapter --eval-dir outputs/demo/eval \\
+        --model-repo ORG/tiny-random-exaone-korquad-qg-lora --space-repo ORG/korean-qg-demo \\
+        --dataset-repo ORG/korquad-qg-sample --dataset-dir outputs/demo/dataset \\
+        --offline --staging-dir outputs/demo/publish
+
+    # the published adapter (token: `hf auth login` or HF_TOKEN); base -> ORG/EXAONE-3.5-2.4B-Instruct-llama
+    qg-publish --adapter outputs/exaone-3.5-2.4b-qg-lora --eval-dir outputs/eval \\
+        --model-repo ORG/exaone-3.5-2.4b-korquad-qg-lora --space-repo ORG/korean-qg \\
+        --dataset-repo ORG/korquad-qg --dataset-dir outputs/korquad-qg
+
+Online, the same folders are staged (in a temporary folder, or --staging-dir) and uploaded as they are, in the
+order base, dataset, model, Space; each repository's files become the staged ones. The model card is rendered from
+the run and evaluation folders (model_card/template.md) and refused when its metadata does not read back.
+
+Publishing to the Hugging Face Hub: stage exactly what each repository receives, then upload the staged folders.
+
+    from qg.hub.publish import Repos, publish
+    publish("outputs/demo/adapter", "outputs/demo/eval", Repos(model="ORG/tiny-qg-lora", space="ORG/tiny-qg"),
+            staging_dir="outputs/demo/publish", offline=True)
+
+A staging folder holds one folder per repository and `manifest.json` (repo id, type, and path/size/sha256 of every
+file). Online publishing stages first and uploads those folders, so `--offline` writes exactly what is uploaded:
+- `base/`: the Llama-format base the adapter was trained on (a converted EXAONE-3.5, or the tiny model) with a card,
+  so that plain `PeftModel.from_pretrained` works for anyone. A base that is a Hub model transformers loads
+  natively is referenced as it is, and no base repository is made;
+- `dataset/` (with a dataset folder): the built dataset's README.md and data/, pushed with `qg.data.push_qg_dataset`;
+- `model/`: the adapter, its adapter_config.json pointing at the base repository, tokenizer, card (README.md), loss
+  curve, training config and log, metrics.json and after_outputs.json;
+- `space/`: space/* with the `qg` package next to app.py, naming the adapter (and the repositories above) in its
+  card's metadata and app.py's `PUBLISHED_ADAPTER`.
+That is also the upload order: a repository is on the Hub before anything that points at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import hashlib
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import DatasetCard, HfApi, SpaceCard
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from qg.cli import UserError, command, one_line
+from qg.hub.model_card import (
+    EVAL_FILES,
+    RUN_FILES,
+    Evaluation,
+    TrainingRun,
+    read_evaluation,
+    read_run,
+    render_base_card,
+    write_model_card,
+)
+from qg.io import atomic_dir, atomic_write_json
+from qg.models.exaone import TOKENIZER_FILES
+
+SPACE_SOURCE = Path(str(importlib.resources.files("qg") / "space"))
+PACKAGE_SOURCE = Path(str(importlib.resources.files("qg")))
+MANIFEST = "manifest.json"
+FOLDERS = ("base", "dataset", "model", "space")  # the upload order
+# Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
+PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
+APP_CONSTANT = "PUBLISHED_ADAPTER"
+
+
+@dataclass
+class Repos:
+    """Where each part goes: ORG/NAME ids. `base` None: OWNER-OF-MODEL/<base name>-llama."""
+
+    model: str
+    space: str
+    base: str | None = None
+    dataset: str | None = None  # the dataset the card names; pushed too when a dataset folder is given
+
+
+def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_dir: str | Path | None = None,
+            staging_dir: str | Path | None = None, offline: bool = False, private: bool = False) -> dict:
+    """Stage into `staging_dir` and, unless `offline`, upload; returns the manifest.
+
+    Online: a missing token fails first, then everything is staged (so local mistakes surface before any network
+    call), then the token is checked against the Hub, then the folders go up. Without `staging_dir` the staging
+    folder is temporary, in the qg cache: on the converted base's file system, so the base is hard-linked.
+    """
+    if offline:
+        if staging_dir is None:
+            raise UserError("--offline needs --staging-dir: the folder that receives what would be uploaded")
+        return stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, private=private)
+    from qg.data.build import hub_token
+    from qg.io import cache_dir
+
+    placeholders = [r for r in (repos.model, repos.space, repos.base, repos.dataset) if r and PLACEHOLDER.fullmatch(r)]
+    if placeholders:  # fine for an offline demo staging, a mistake on the Hub
+        raise UserError(f"{', '.join(placeholders)}: ORG is a placeholder; give your user or organisation")
+    token = hub_token()
+    with contextlib.ExitStack() as stack:
+        if staging_dir is None:
+            cache_dir().mkdir(parents=True, exist_ok=True)
+            staging_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir()))) / "staging"
+        manifest = stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, private=private)
+        api = HfApi(token=token)
+        with hub_errors("reaching the Hugging Face Hub", token):
+            api.whoami()
+        upload(staging_dir, api, token)
+    return manifest
+
+
+def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: str | Path, *,
+          dataset_dir: str | Path | None = None, private: bool = False) -> dict:
+    """Write every repository's files and manifest.json to `staging_dir`, atomically; returns the manifest.
+
+    Refuses (`UserError`) a run or evaluation that is incomplete, a card whose metadata does not read back, a
+    dataset folder that is not the one evaluated, and a `staging_dir` that holds anything but a previous staging.
+    """
+    check_repo_ids(repos, dataset_dir)
+    run, evaluation = read_run(adapter), read_evaluation(eval_dir)
+    base_folder = locate_base(run)
+    if base_folder is None:
+        if repos.base is not None:
+            raise UserError(f"--base-repo: the adapter's base {run.adapter_config['base_model_name_or_path']} is a "
+                            "Hub model transformers loads natively; it is referenced as it is, nothing to push")
+        base_model = run.adapter_config["base_model_name_or_path"]
+    else:
+        base_model = repos.base or default_base_repo(repos.model, run.config["model"])
+    dataset_repo = repos.dataset or evaluated_dataset_repo(evaluation)
+    if dataset_dir is not None:
+        check_evaluated_dataset(Path(dataset_dir), evaluation)
+    staging_dir = Path(staging_dir)
+    check_staging_dir(staging_dir)
+    with atomic_dir(staging_dir) as out:
+        manifest = {"private": private, "repos": {}}
+        if base_folder is not None:
+            stage_base(out / "base", base_folder, base_repo=base_model, run=run, adapter_repo=repos.model)
+            manifest["repos"]["base"] = folder_manifest(out / "base", base_model, "model")
+        if dataset_dir is not None:
+            stage_dataset(out / "dataset", Path(dataset_dir), dataset_repo)
+            manifest["repos"]["dataset"] = folder_manifest(out / "dataset", dataset_repo, "dataset")
+        stage_model(out / "model", run, evaluation, model_repo=repos.model, base_model=base_model,
+                    dataset_repo=dataset_repo, space_repo=repos.space)
+        manifest["repos"]["model"] = folder_manifest(out / "model", repos.model, "model")
+        stage_space(out / "space", model_repo=repos.model,
+                    base_repo=base_model if base_folder is not None else None, dataset_repo=dataset_repo)
+        manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk="streamlit")
+        atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def upload(staging_dir: str | Path, api: HfApi, token: str) -> None:
+    """Create each repository of the staged manifest and make its files the staged folder's (remote files that are
+    not staged are deleted, .gitattributes excepted); the dataset goes through `qg.data.push_qg_dataset`."""
+    from qg.data.build import push_qg_dataset
+
+    staging_dir = Path(staging_dir)
+    manifest = json.loads((staging_dir / MANIFEST).read_text())
+    for name, repo in manifest["repos"].items():
+        folder = staging_dir / name
+        with hub_errors(f"publishing {repo['repo_id']}", token):
+            api.create_repo(repo["repo_id"], repo_type=repo["repo_type"], private=manifest["private"],
+                            exist_ok=True, space_sdk=repo.get("space_sdk"))
+            if name == "dataset":
+                push_qg_dataset(folder, repo["repo_id"], private=manifest["private"], token=token)
+            else:
+                api.upload_folder(repo_id=repo["repo_id"], repo_type=repo["repo_type"], folder_path=folder,
+                                  commit_message=f"Publish the {name} with publish.py", delete_patterns="*")
+
+
+@contextlib.contextmanager
+def hub_errors(action: str, token: str) -> Iterator[None]:
+    """Network, HTTP and repo-id errors as one `UserError` line; the token never appears in it."""
+    try:
+        yield
+    except (OSError, httpx2.HTTPError, HFValidationError) as err:
+        # The message comes from the HTTP stack; whatever it echoes, the token is cut out.
+        message = one_line(err).replace(token, "<token>")
+        raise UserError(f"{action} failed ({message}); `--offline --staging-dir DIR` writes what would be "
+                        "uploaded without the Hub") from None
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def check_repo_ids(repos: Repos, dataset_dir: str | Path | None) -> None:
+    if dataset_dir is not None and repos.dataset is None:
+        raise UserError("--dataset-dir needs --dataset-repo: the dataset repository to push it to")
+    named = {"--model-repo": repos.model, "--space-repo": repos.space, "--base-repo": repos.base,
+             "--dataset-repo": repos.dataset}
+    for flag, repo_id in named.items():
+        if repo_id is None:
+            continue
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as err:
+            raise UserError(f"{flag} {repo_id!r} is not a Hub repo id ({_first_sentence(err)})") from None
+        if repo_id.count("/") != 1:
+            raise UserError(f"{flag} {repo_id!r}: give OWNER/NAME with your user or organisation as OWNER")
+    if repos.base is not None and repos.base == repos.model:
+        raise UserError("--base-repo and --model-repo must differ: the base and the adapter are two repositories")
+
+
+def check_staging_dir(path: Path) -> None:
+    """Only a missing or empty folder, or a previous staging, may be replaced: a typo must not delete a folder."""
+    if not path.exists():
+        return
+    names = {entry.name for entry in path.iterdir()} if path.is_dir() else None
+    if names is None or (names and not (MANIFEST in names and names <= {MANIFEST, *FOLDERS})):
+        raise UserError(f"--staging-dir {path} exists and is not a previous staging (manifest.json + "
+                        f"{', '.join(FOLDERS)}); choose another folder or remove it")
+
+
+def evaluated_dataset_repo(evaluation: Evaluation) -> str:
+    """The Hub dataset the evaluation read; a local folder cannot be named on the card, so then ask for the repo."""
+    evaluated = evaluation.metrics["dataset"]
+    # evaluate() fingerprints a local folder as sha256:..., a Hub dataset by its commit.
+    local = (evaluation.metrics.get("dataset_revision") or "").startswith("sha256:") or Path(evaluated).exists()
+    if not local and re.fullmatch(r"[\w.-]+/[\w.-]+", evaluated):
+        return evaluated
+    raise UserError(f"pass --dataset-repo: {evaluation.path} evaluated the local folder {evaluated}, and the card "
+                    "names the Hub dataset repository it is published as")
+
+
+def check_evaluated_dataset(dataset_dir: Path, evaluation: Evaluation) -> None:
+    """The dataset pushed must be the one evaluated, when metrics.json fingerprinted a folder."""
+    from qg.eval.runner import dataset_revision
+
+    if not ((dataset_dir / "README.md").is_file() and (dataset_dir / "data").is_dir()):
+        raise UserError(f"--dataset-dir {dataset_dir} is not a dataset built by hub_dataset/build_dataset.py "
+                        "(README.md + data/)")
+    evaluated = evaluation.metrics.get("dataset_revision") or ""
+    if evaluated.startswith("sha256:") and dataset_revision(str(dataset_dir)) != evaluated:
+        raise UserError(f"--dataset-dir {dataset_dir} is not the dataset {evaluation.path} was evaluated on "
+                        f"({evaluation.metrics['dataset']}, {evaluated}): the card would report scores on other data")
+
+
+# ------------------------------------------------------------------------------------------------------ staging
+
+
+def locate_base(run: TrainingRun) -> Path | None:
+    """The folder of the base the adapter was trained on, or None when that base is a Hub model loaded natively.
+
+    Training records the folder it loaded (a converted EXAONE or the tiny model in the qg cache). If that folder is
+    gone, the run's model is resolved again, which rebuilds the tiny model or converts the EXAONE checkpoint anew.
+    """
+    recorded = run.adapter_config["base_model_name_or_path"]
+    if Path(recorded).is_dir():
+        return Path(recorded)
+    if recorded == run.config["model"]:
+        return None
+    from qg.models.loading import resolve_base
+
+    resolved = resolve_base(run.config["model"])
+    if not Path(resolved).is_dir():
+        raise UserError(f"the adapter's base folder {recorded} is gone and {run.config['model']} could not be "
+                        "converted again (is the Hub reachable?)")
+    return Path(resolved)
+
+
+def default_base_repo(model_repo: str, model: str) -> str:
+    """OWNER/<base name>-llama: the adapter's owner, and the converted base's name (it is in Llama format)."""
+    return f"{model_repo.split('/')[0]}/{Path(model).name}-llama"
+
+
+def stage_base(out: Path, base_folder: Path, *, base_repo: str, run: TrainingRun, adapter_repo: str) -> None:
+    out.mkdir()
+    for file in sorted(base_folder.iterdir()):
+        if file.is_file() and file.name != "README.md":
+            link_or_copy(file, out / file.name)
+    render_base_card(base_repo=base_repo, original_base=run.config["model"], adapter_repo=adapter_repo,
+                     is_tiny=run.is_tiny).save(out / "README.md")
+
+
+def stage_dataset(out: Path, dataset_dir: Path, dataset_repo: str) -> None:
+    """README.md and data/ of the build; the card's examples name the repo (a build made without one says ORG/NAME)."""
+    out.mkdir()
+    shutil.copytree(dataset_dir / "data", out / "data")
+    card = DatasetCard.load(dataset_dir / "README.md")
+    card.text = PLACEHOLDER.sub(dataset_repo, card.text)
+    card.save(out / "README.md")
+
+
+def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
+                dataset_repo: str, space_repo: str) -> None:
+    """The run's adapter, tokenizer and training record, the evaluation's results, and the card rendered from them.
+
+    Copies, not hard links: a run folder can still change in place (a resumed run appends to train_log.jsonl).
+    """
+    out.mkdir()
+    tokenizer = [name for name in TOKENIZER_FILES if (run.path / name).is_file()]
+    for name in [*RUN_FILES, *tokenizer]:
+        shutil.copy2(run.path / name, out / name)
+    for name in EVAL_FILES:
+        shutil.copy2(evaluation.path / name, out / name)
+    adapter_config = dict(run.adapter_config, base_model_name_or_path=base_model)
+    # peft's own layout (sorted keys, indent 2), so the file differs from the run's in that one value only.
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True), encoding="utf-8")
+    write_model_card(out / "README.md", run, evaluation, model_repo=model_repo, base_model=base_model,
+                     dataset_repo=dataset_repo, space_repo=space_repo)
+
+
+def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_repo: str) -> None:
+    """space/ (.streamlit/ included) plus the qg package; its card's models/datasets and app.py's adapter name the
+    published repos."""
+    bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(SPACE_SOURCE, out, ignore=bytecode)
+    shutil.copytree(PACKAGE_SOURCE, out / "qg", ignore=bytecode)
+
+    app = out / "app.py"
+    source, placeholder = replace_string_constant(app.read_text(encoding="utf-8"), APP_CONSTANT, model_repo)
+    app.write_text(source, encoding="utf-8")
+
+    card = SpaceCard.load(out / "README.md")
+    # The card's placeholders: the adapter's (app.py's constant), and dataset ids under ORG/.
+    renamed = {placeholder: model_repo}
+    renamed |= {d: dataset_repo for d in card.data.datasets or [] if PLACEHOLDER.fullmatch(d)}
+    card.data.models = list(dict.fromkeys([model_repo, *([base_repo] if base_repo else []),
+                                           *(renamed.get(m, m) for m in card.data.models or [])]))
+    card.data.datasets = list(dict.fromkeys(renamed.get(d, d) for d in card.data.datasets or []))
+    text = card.text
+    for old, new in renamed.items():
+        text = text.replace(old, new)  # links in the prose, e.g. https://huggingface.co/ORG/...
+    card.text = text
+    card.save(out / "README.md")
+    published = {model_repo, base_repo, dataset_repo}  # placeholders themselves in an offline demo staging
+    for file in (out / "README.md", app):
+        left = sorted(set(PLACEHOLDER.findall(file.read_text(encoding="utf-8"))) - published)
+        if left:
+            raise UserError(f"space/{file.name} names {', '.join(left)}, which publishing cannot map to a real "
+                            f"repository (it knows {', '.join(renamed)}); use one of those placeholders")
+
+
+def replace_string_constant(source: str, name: str, value: str) -> tuple[str, str]:
+    """(`source` with the string assigned to module-level `name` replaced by `value`, the string it replaced);
+    everything else is left as it was, byte for byte."""
+    for node in ast.parse(source).body:
+        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                and node.value.lineno == node.value.end_lineno):
+            string = node.value
+            lines = source.splitlines(keepends=True)
+            line = lines[string.lineno - 1].encode()  # ast column offsets count UTF-8 bytes
+            lines[string.lineno - 1] = (line[:string.col_offset] + json.dumps(value).encode()
+                                        + line[string.end_col_offset:]).decode()
+            return "".join(lines), string.value
+    raise UserError(f"space/app.py has no one-line `{name} = \"ORG/NAME\"`: publishing sets the Space's adapter "
+                    "there")
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows it (the real base is 4.8 GB), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def folder_manifest(folder: Path, repo_id: str, repo_type: str, **create: str) -> dict:
+    """What the repository receives: every file of `folder`, with size and sha256."""
+    files = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        files.append({"path": file.relative_to(folder).as_posix(), "size": file.stat().st_size,
+                      "sha256": digest.hexdigest()})
+    return {"repo_id": repo_id, "repo_type": repo_type, **create, "files": files}
+
+
+def _first_sentence(err: BaseException) -> str:
+    return " ".join(str(err).split()).split(". ")[0]
+
+
+# ----------------------------------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, required=True, metavar="RUN_DIR",
+                        help="Run folder written by train.py (its --output_dir): the final adapter at its top, "
+                             "train_config.yaml, train_log.jsonl, loss_curve.png. checkpoints/, best/ and tracker "
+                             "logs are not published.")
+    parser.add_argument("--eval-dir", type=Path, required=True, metavar="EVAL_DIR",
+                        help="Folder written by evaluate_qg.py --model for this adapter: metrics.json and "
+                             "after_outputs.json, the card's scores and samples (published next to it).")
+    parser.add_argument("--model-repo", required=True, metavar="ORG/NAME",
+                        help="Model repository of the adapter and its card.")
+    parser.add_argument("--space-repo", required=True, metavar="ORG/NAME",
+                        help="Space repository (Streamlit SDK) for space/app.py and the qg package.")
+    parser.add_argument("--base-repo", metavar="ORG/NAME",
+                        help="Model repository for the Llama-format base the adapter was trained on; the uploaded "
+                             "adapter_config.json points there, so PeftModel.from_pretrained works for anyone. "
+                             "Default: ORG/<base name>-llama with the --model-repo's ORG (e.g. "
+                             "ORG/EXAONE-3.5-2.4B-Instruct-llama). Not allowed when the base is a Hub model that "
+                             "transformers loads natively (it is referenced as it is).")
+    parser.add_argument("--dataset-repo", metavar="ORG/NAME",
+                        help="Dataset repository the card and the Space name as training and evaluation data. "
+                             "Needed when the evaluation read a local dataset folder.")
+    parser.add_argument("--dataset-dir", type=Path, metavar="DIR",
+                        help="Also push this dataset folder (hub_dataset/build_dataset.py output) to "
+                             "--dataset-repo. It must be the folder the evaluation read.")
+    parser.add_argument("--private", action="store_true", help="Create the repositories as private.")
+    parser.add_argument("--offline", action="store_true",
+                        help="Touch no network: only write the staging folder (needs --staging-dir).")
+    parser.add_argument("--staging-dir", type=Path, metavar="DIR",
+                        help="Where to stage: DIR/model, DIR/base, DIR/space, DIR/dataset (exactly the files each "
+                             "repository receives) and DIR/manifest.json (repo id, type, path/size/sha256 per "
+                             "file). Replaced if it holds a previous staging. Online it is kept after the upload; "
+                             "without it a temporary folder is used.")
+    args = parser.parse_args(argv)
+    if args.offline and args.staging_dir is None:
+        parser.error("--offline needs --staging-dir")
+    if args.dataset_dir is not None and args.dataset_repo is None:
+        parser.error("--dataset-dir needs --dataset-repo")
+    return args
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    repos = Repos(model=args.model_repo, space=args.space_repo, base=args.base_repo, dataset=args.dataset_repo)
+    manifest = publish(args.adapter, args.eval_dir, repos, dataset_dir=args.dataset_dir,
+                       staging_dir=args.staging_dir, offline=args.offline, private=args.private)
+    for name, repo in manifest["repos"].items():
+        size = sum(f["size"] for f in repo["files"])
+        url_prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo["repo_type"]]
+        done = "staged" if args.offline else "published"
+        where = f" in {args.staging_dir / name}" if args.staging_dir else ""
+        print(f"{done} {name:<7} https://huggingface.co/{url_prefix}{repo['repo_id']}  "
+              f"({len(repo['files'])} files, {size / 1e6:.1f} MB){where}")
+    if args.staging_dir:
+        print(f"manifest: {args.staging_dir / 'manifest.json'}")
+
+
+if __name__ == "__main__":
+    main()
