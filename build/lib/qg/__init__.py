@@ -1,1 +1,0 @@
-"""Korean recommended-question generation: data, EXAONE conversion, LoRA training, evaluation, publishing."""
