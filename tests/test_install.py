@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,7 +22,12 @@ def installed(tmp_path_factory) -> Path:
     """A new virtual environment with the project installed from a wheel; its dependencies are this environment's
     (a .pth file points at them: installing torch and the rest again would take minutes and test nothing of ours)."""
     root = tmp_path_factory.mktemp("install")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO),
+    # Built from a copy of what the wheel is made of: setuptools writes build/ and *.egg-info into its source tree.
+    source = root / "source"
+    shutil.copytree(REPO / "qg", source / "qg", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "requirements.txt"):
+        shutil.copy2(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source),
                     "-w", str(root / "wheel")], check=True, capture_output=True)
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=True)
