@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from qg.cli import UserError
+
 
 def is_hub_id(name: str) -> bool:
     """True when `name` is a valid Hub repo id of the form OWNER/NAME and no local path of that name exists."""
@@ -31,16 +33,23 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = True, owner: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; on success it replaces `path` in one rename.
 
-    On any exception the temporary folder is removed and an existing `path` is left as it was.
+    On any exception the temporary folder is removed and an existing `path` is left as it was. With `owner` (the
+    command that writes it, e.g. "qg-build-dataset") the folder gets a marker listing what it holds, and an
+    existing `path` is replaced only under the rule of `check_output_dir`.
     """
     path = Path(path)
+    if owner is not None:
+        check_output_dir(path, owner)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        if owner is not None:
+            _write_marker(tmp, owner)
+            check_output_dir(path, owner)  # again: a conversion takes minutes, and the folder may appear meanwhile
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
@@ -77,3 +86,51 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------- owned folders
+
+
+def marker_name(owner: str) -> str:
+    """The file in a folder `owner` wrote that lists what it wrote there."""
+    return f".{owner}.json"
+
+
+def check_output_dir(path: str | os.PathLike, owner: str) -> None:
+    """Refuse, in one `UserError` line, to write `owner`'s output folder at `path` when that could delete a
+    user's file or cannot work.
+
+    `path` may be absent, an empty folder, or a folder `owner` wrote (its marker lists every entry it holds) to
+    which nothing has been added since; anything else is refused. The nearest existing folder above it must be
+    writable. Call it before long work, so a bad --output-dir fails at once.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserError(f"{path} exists and is not a folder; choose another output folder")
+        entries = _entries(path)
+        if entries:
+            marker = path / marker_name(owner)
+            try:
+                written = set(json.loads(marker.read_text(encoding="utf-8"))["entries"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"{path} exists and was not written by {owner}; choose another output folder "
+                                "or remove it yourself") from None
+            if foreign := sorted(entries - written - {marker.name}):
+                more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+                raise UserError(f"{path} holds {foreign[0]}{more}, which {owner} did not write; move it away or "
+                                "choose another output folder")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise UserError(f"cannot create {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {path}: {parent} is read-only or not writable by you; "
+                        "choose another output folder")
+
+
+def _entries(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def _write_marker(folder: Path, owner: str) -> None:
+    atomic_write_json(folder / marker_name(owner), {"written_by": owner, "entries": sorted(_entries(folder))})
