@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +46,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True, owner: str | Non
     if owner is not None:
         check_output_dir(path, owner)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    remove_stale_temps(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path, "tmp"), dir=path.parent))
     try:
         yield tmp
         if owner is not None:
@@ -53,7 +56,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True, owner: str | Non
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path, "old"), dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old)
@@ -69,7 +72,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path` to write; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    remove_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -134,3 +138,42 @@ def _entries(folder: Path) -> set[str]:
 
 def _write_marker(folder: Path, owner: str) -> None:
     atomic_write_json(folder / marker_name(owner), {"written_by": owner, "entries": sorted(_entries(folder))})
+
+
+# ---------------------------------------------------------------------------------------------------- temporaries
+
+# `.NAME.tmp-PID@HOST-RANDOM`: the writer in the name, so a later run can tell a dead writer's leftover from a
+# live one's (another process, or another machine sharing the folder).
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)@(?P<host>[^@/]+)-\w+")
+
+
+def _temp_prefix(path: Path, kind: str) -> str:
+    return f".{path.name}.{kind}-{os.getpid()}@{socket.gethostname()}-"
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> None:
+    """Remove the temporaries that atomic writes of `name` (of any name when None) into `folder` left behind when
+    their process died (kill -9, out of memory, power loss); a live writer's, or another machine's, are kept."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = _TEMP.fullmatch(entry.name)
+        if (match is None or (name is not None and match["name"] != name)
+                or match["host"] != socket.gethostname() or _alive(int(match["pid"]))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
