@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +41,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True, owner: str | Non
 
     On any exception the temporary folder is removed and an existing `path` is left as it was. With `owner` (the
     command that writes it, e.g. "qg-build-dataset") the folder gets a marker listing what it holds, and an
-    existing `path` is replaced only under the rule of `check_output_dir`.
+    existing `path` is replaced only under the rule of `check_output_dir`. The folder gets the permissions a plain
+    mkdir would give it: 0777 less the umask.
     """
     path = Path(path)
     if owner is not None:
@@ -48,6 +50,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True, owner: str | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path, "tmp"), dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700, not what a plain mkdir gives
     try:
         yield tmp
         if owner is not None:
@@ -69,13 +72,18 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True, owner: str | Non
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path` to write; on success it replaces `path` in one rename."""
+    """Yield a temporary path next to `path` to write; on success it replaces `path` in one rename.
+
+    The file gets the permissions a plain `open(path, "w")` would leave: an existing file's, else 0666 less the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, mode)  # mkstemp's 0600
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
@@ -177,3 +185,9 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask

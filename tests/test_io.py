@@ -74,3 +74,35 @@ def test_automatic_conversion_clears_dead_conversions_of_any_source(tmp_path: Pa
     assert json.loads((resolved / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in converted.iterdir()) == sorted([resolved.name, live.name])
+
+
+@pytest.fixture(params=[0o022, 0o002], ids=["umask-022", "umask-002"])
+def umask(request) -> int:
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_atomic_writes_get_the_permissions_of_plain_writes(tmp_path: Path, umask: int) -> None:
+    plain_file, plain_dir = tmp_path / "plain.txt", tmp_path / "plain"
+    plain_file.write_text("x")
+    plain_dir.mkdir()
+    with atomic_file(tmp_path / "new.txt") as tmp:
+        tmp.write_text("x")
+    with atomic_dir(tmp_path / "folder") as tmp:
+        (tmp / "inside.txt").write_text("x")
+    assert mode(tmp_path / "new.txt") == mode(plain_file) == 0o666 & ~umask
+    assert mode(tmp_path / "folder") == mode(plain_dir) == 0o777 & ~umask
+    assert mode(tmp_path / "folder" / "inside.txt") == 0o666 & ~umask
+
+    # Rewriting a file keeps its permissions, as open(path, "w") does: a private file stays private.
+    private = tmp_path / "private.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    with atomic_file(private) as tmp:
+        tmp.write_text('{"a": 1}')
+    assert mode(private) == 0o600 and json.loads(private.read_text()) == {"a": 1}
