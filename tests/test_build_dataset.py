@@ -293,14 +293,41 @@ def test_failed_or_interrupted_build_leaves_the_previous_one(tmp_path: Path, kor
     assert leftovers(tmp_path) == []
 
 
-def test_an_unrelated_existing_folder_is_never_replaced(tmp_path: Path, korquad_files, capsys) -> None:
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_folder_shaped_like_a_build_but_not_built_is_never_replaced(tmp_path: Path, korquad_files, capsys) -> None:
     train_json, dev_json = korquad_files
-    out = tmp_path / "notes"
-    out.mkdir()
-    (out / "todo.txt").write_text("keep me", encoding="utf-8")
+    out = tmp_path / "X"
+    (out / "data").mkdir(parents=True)
+    (out / "README.md").write_text("n\n")
+    (out / "data" / "results.csv").write_text("p\n")
+    code, stdout, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)
+    assert code == 2 and stdout == ""
+    assert err == (f"error: {out} exists and was not written by qg-build-dataset; choose another output folder or "
+                   "remove it yourself\n")
+    assert files_of(out) == {"README.md": b"n\n", "data/results.csv": b"p\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X", "dev.json", "train.json"]
+
+
+def test_a_build_is_replaced_by_the_next_until_a_user_adds_a_file(tmp_path: Path, korquad_files, capsys) -> None:
+    train_json, dev_json = korquad_files
+    out = tmp_path / "built"
+    assert cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)[0] == 0
+    assert cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out,
+               "--max-train-samples", 5)[0] == 0
+    assert "--max-train-samples 5" in (out / "README.md").read_text(encoding="utf-8")
+    assert qg.data.build.load_qg_dataset(str(out))["train"].num_rows <= 5
+    capsys.readouterr()  # the progress bars of reading it back
+
+    (out / "data" / "notes.txt").write_text("mine")
     code, _, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)
-    assert code == 2 and err.startswith(f"error: {out} exists and is not a dataset built by this script")
-    assert [p.name for p in out.iterdir()] == ["todo.txt"]
+    assert code == 2
+    assert err == (f"error: {out} holds data/notes.txt, which qg-build-dataset did not write; move it away or "
+                   "choose another output folder\n")
+    assert (out / "data" / "notes.txt").read_text() == "mine"
+    assert qg.data.build.load_qg_dataset(str(out))["train"].num_rows <= 5
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,7 +1,7 @@
 """Convert an EXAONE-3.5 checkpoint into `LlamaForCausalLM` format, exactly, without running remote code.
 
-    python -m qg.exaone LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct converted/exaone-3.5-2.4b   # from the Hub
-    python -m qg.exaone path/to/exaone-checkpoint converted/exaone --overwrite              # from a folder
+    qg-convert LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct converted/exaone-3.5-2.4b   # from the Hub
+    qg-convert path/to/exaone-checkpoint converted/exaone --overwrite              # from a folder
 
 EXAONE-3.5 is a Llama-architecture decoder under other names (see DESIGN.md), and transformers 5 has no native
 EXAONE-3.5 while the Hub's remote code breaks on it. Renaming tensors and config keys gives the same model.
@@ -23,9 +23,11 @@ from transformers import GenerationConfig, LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from qg.cli import UserError, command
-from qg.io import atomic_dir, atomic_write_json, is_hub_id
+from qg.io import atomic_dir, atomic_write_json, check_output_dir, is_hub_id
 
 DEFAULT_REPO = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
+# Names the marker of a converted folder (see `qg.io.check_output_dir`): --overwrite replaces only a folder it wrote.
+CONVERTER = "qg-convert"
 TOKENIZER_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
@@ -195,8 +197,9 @@ def convert_exaone_checkpoint(src: str | Path, dst: str | Path, *, revision: str
                               overwrite: bool = False, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
     """Convert an EXAONE-3.5 checkpoint (folder or Hub id) into a Llama-format folder at `dst`, atomically."""
     dst = Path(dst)
-    if dst.exists() and not overwrite:
+    if dst.is_dir() and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it")
+    check_output_dir(dst, CONVERTER)
     src = resolve_source(str(src), revision)
     config_file = src / "config.json"
     if not config_file.is_file():
@@ -226,7 +229,7 @@ def convert_exaone_checkpoint(src: str | Path, dst: str | Path, *, revision: str
         shard_bytes += nbytes
         total_bytes += nbytes
 
-    with atomic_dir(dst) as out:
+    with atomic_dir(dst, owner=CONVERTER) as out:
         names = (["model.safetensors"] if len(shards) == 1 else
                  [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
         for name, shard in tqdm(list(zip(names, shards)), desc="converting", unit="shard", disable=len(shards) == 1):
@@ -270,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"EXAONE-3.5 checkpoint: a local folder or a Hub repo id (default: {DEFAULT_REPO}).")
     parser.add_argument("dst", help="Output folder for the Llama-format checkpoint.")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) to pin; default: main.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace DST if it exists.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace DST if it is a previous conversion holding only what the converter wrote.")
     args = parser.parse_args(argv)
     dst = convert_exaone_checkpoint(args.src, args.dst, revision=args.revision, overwrite=args.overwrite)
     print(f"converted {args.src} -> {dst} (LlamaForCausalLM)")
