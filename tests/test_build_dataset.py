@@ -333,13 +333,56 @@ def test_a_build_is_replaced_by_the_next_until_a_user_adds_a_file(tmp_path: Path
 @pytest.mark.parametrize("argv, message", [
     (["--train-json", "t.json"], "--train-json and --dev-json go together"),
     (["--validation-fraction", "1"], "argument --validation-fraction: 1 is not between 0 and 1"),
+    (["--validation-fraction", "half"], "argument --validation-fraction: half is not between 0 and 1"),
     (["--max-train-samples", "0"], "argument --max-train-samples: 0 is not a positive number"),
+    (["--max-train-samples", "-1"], "argument --max-train-samples: -1 is not a positive number"),
+    (["--max-train-samples", "ten"], "argument --max-train-samples: ten is not a positive number"),
     (["--private"], "--private only applies with --push-to-hub"),
 ])
 def test_bad_flags_exit_2_with_no_output(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     code, _, err = cli(capsys, "--output-dir", tmp_path / "built", *argv)
     assert code == 2 and message in err
     assert not (tmp_path / "built").exists()
+
+
+def a_file(tmp_path: Path) -> Path:
+    (tmp_path / "built").write_text("my file")
+    return tmp_path / "built"
+
+
+def inside_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes").write_text("my file")
+    return tmp_path / "notes" / "built"
+
+
+@pytest.mark.parametrize("output_dir, message", [
+    (a_file, "{out} exists and is not a folder; choose another output folder"),
+    (inside_a_file, "cannot create {out}: {tmp}/notes is not a folder"),
+], ids=["output is a file", "output inside a file"])
+def test_bad_output_dir_is_one_line_exit_2_and_nothing_written(tmp_path: Path, korquad_files, capsys, output_dir,
+                                                               message: str) -> None:
+    train_json, dev_json = korquad_files
+    out = output_dir(tmp_path)
+    before = files_of(tmp_path)
+    code, stdout, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)
+    assert code == 2 and stdout == ""
+    assert err == f"error: {message.format(out=out, tmp=tmp_path)}\n"
+    assert files_of(tmp_path) == before and leftovers(tmp_path) == []
+
+
+def test_read_only_parent_is_one_line_exit_2(tmp_path: Path, korquad_files) -> None:
+    from test_convert_cli import run_read_only
+
+    train_json, dev_json = korquad_files
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    out = parent / "built"
+    result = run_read_only(parent, [sys.executable, str(SCRIPT), "--train-json", str(train_json), "--dev-json",
+                                    str(dev_json), "--output-dir", str(out)])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: cannot create {out}: {parent} is read-only or not writable by you; choose "
+                             "another output folder\n")
+    assert list(parent.iterdir()) == []
 
 
 def offline_env(tmp_path: Path, token: str | None) -> dict[str, str]:

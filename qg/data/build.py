@@ -205,15 +205,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
