@@ -243,9 +243,9 @@ def convert_exaone_checkpoint(src: str | Path, dst: str | Path, *, revision: str
                               overwrite: bool = False, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
     """Convert an EXAONE-3.5 checkpoint (folder or Hub id) into a Llama-format folder at `dst`, atomically."""
     dst = Path(dst)
+    check_output_dir(dst, CONVERTER)
     if dst.is_dir() and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it")
-    check_output_dir(dst, CONVERTER)
     src = resolve_source(str(src), revision)
     config_file = src / "config.json"
     if not config_file.is_file():
