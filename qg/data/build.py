@@ -167,8 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Build from the bundled sample (original Korean paragraphs in KorQuAD's format, shipped "
                              "with the package) instead of KorQuAD.")
     parser.add_argument("--train-json", type=Path, metavar="PATH",
-                        help="KorQuAD 1.0 train file (SQuAD v1.1 JSON). With --dev-json; without both, the "
-                             f"builder loads {KORQUAD_HUB_ID} from the Hub.")
+                        help="KorQuAD 1.0 train file (SQuAD v1.1 JSON, from https://korquad.github.io). With "
+                             f"--dev-json; without both, the builder loads {KORQUAD_HUB_ID} from the Hub (the Hub's "
+                             "parquet conversion while the repository holds a loading script).")
     parser.add_argument("--dev-json", type=Path, metavar="PATH",
                         help="KorQuAD 1.0 dev file (SQuAD v1.1 JSON): becomes the test split.")
     parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
@@ -205,15 +206,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
