@@ -6,9 +6,9 @@
 EXAONE-3.5 is a Llama-architecture decoder under other names (see DESIGN.md), and transformers 5 has no native
 EXAONE-3.5 while the Hub's remote code breaks on it. Renaming tensors and config keys gives the same model.
 Tensors are streamed one at a time from source to destination so the real 2.4B model is never held twice: the
-peak stays under the checkpoint's size (bench/bench_convert.py), where `from_pretrained(key_mapping=...)` +
-`save_pretrained` would hold the whole model and its serialised copy, and the 2.4B conversion has to run on the
-small machines this project is for.
+peak stays under the checkpoint's size (bench/bench_convert.py, which also measures `load_file` + `save_file`,
+the whole-model way that `from_pretrained(key_mapping=...)` + `save_pretrained` takes too, above it), and the
+2.4B conversion has to run on the small machines this project is for.
 """
 
 from __future__ import annotations
