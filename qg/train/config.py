@@ -49,8 +49,12 @@ class TrainConfig:
     batch_tokens: int = field(
         default=8192, metadata={"help": "Token budget of one micro-batch per process (padding-free packing)."},
     )
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step (DeepSpeed gets it from here too)."},
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient clipping norm; 0 disables clipping (DeepSpeed gets it from here too)."},
+    )
     # Sequences.
     max_context_tokens: int = field(
         default=1024, metadata={"help": "Paragraph budget in tokens; longer ones are cut at a sentence boundary."},
@@ -62,7 +66,9 @@ class TrainConfig:
     )
     # Hardware.
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
-        default="auto", metadata={"help": "auto: bf16 on a GPU that supports it, fp32 on CPU."},
+        default="auto",
+        metadata={"help": "auto: what `accelerate launch` was given (--mixed_precision or its config file); run "
+                          "directly, bf16 on a GPU that supports it and fp32 on CPU. A set value always applies."},
     )
     attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = field(
         default="sdpa", metadata={"help": "Attention kernel; flex_attention/flash_attention_2 need a GPU."},

@@ -3,7 +3,7 @@
     qg-train --config configs/smoke.yaml                                   # tiny model, CPU, ~1 minute
     accelerate launch train.py --config configs/exaone-3.5-2.4b-lora.yaml         # the published adapter, 1 GPU
     accelerate launch --config_file configs/accelerate/multi-gpu.yaml train.py --config configs/exaone-3.5-2.4b-lora.yaml
-    accelerate launch --cpu --num_processes 2 train.py --config configs/smoke.yaml --output_dir outputs/ddp
+    ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 train.py --config configs/smoke.yaml --output_dir outputs/ddp
     qg-train --config configs/smoke.yaml --lora_r 8 --max_steps 20         # any field can be overridden
     qg-train --config configs/smoke.yaml --resume                          # continue from the last checkpoint
 
@@ -86,9 +86,42 @@ def check_config(config: TrainConfig, resume: bool) -> None:
 
 
 def resolve_mixed_precision(config: TrainConfig) -> str:
+    """The recipe's precision; for `auto`, what `accelerate launch` was told (its flag or config file), else bf16 on
+    a GPU that has it and fp32 elsewhere."""
     if config.mixed_precision != "auto":
         return config.mixed_precision
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch`, never by a plain run
+    if launched:
+        return launched.lower()
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def accelerator_kwargs(config: TrainConfig) -> dict:
+    """What `train` builds its `Accelerator` with; the distributed setup itself comes from `accelerate launch`."""
+    return {
+        # Steps are counted here, not at the end of the data: every optimizer step gets exactly this many batches.
+        "gradient_accumulation_plugin": GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
+        "mixed_precision": resolve_mixed_precision(config),
+        "project_dir": config.output_dir,
+        "log_with": None if config.report_to == "none" else config.report_to,
+    }
+
+
+def give_deepspeed_the_recipe(deepspeed_config: dict, config: TrainConfig) -> None:
+    """DeepSpeed accumulates and clips inside its engine: fill the Accelerate config's `auto` values from the recipe.
+
+    A number set in the Accelerate config (or `accelerate launch --gradient_accumulation_steps`) that disagrees is
+    refused: Accelerate would silently prefer it, and this loop counts micro-batches by the recipe.
+    """
+    for key, value in (("gradient_accumulation_steps", config.gradient_accumulation_steps),
+                       ("gradient_clipping", config.max_grad_norm)):
+        given = deepspeed_config.get(key, "auto")
+        if given == "auto":
+            deepspeed_config[key] = value
+        elif given != value:
+            raise UserError(f"the DeepSpeed config sets {key} {given} but the recipe says {value}: remove it from "
+                            "the Accelerate config (the recipe's value reaches DeepSpeed)")
 
 
 def load_model(config: TrainConfig, mixed_precision: str, attn_implementation: str):
@@ -265,13 +298,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train as `config` says; returns the output folder (final adapter at its top, best adapter in `best/`)."""
     check_config(config, resume)
     output = Path(config.output_dir)
-    mixed_precision = resolve_mixed_precision(config)
-    accelerator = Accelerator(
-        # Steps are counted here, not at the end of the data: every optimizer step gets exactly this many batches.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
-        mixed_precision=mixed_precision, project_dir=str(output),
-        log_with=None if config.report_to == "none" else config.report_to)
+    kwargs = accelerator_kwargs(config)
+    mixed_precision = kwargs["mixed_precision"]
+    accelerator = Accelerator(**kwargs)
+    if accelerator.state.deepspeed_plugin is not None:
+        give_deepspeed_the_recipe(accelerator.state.deepspeed_plugin.deepspeed_config, config)
     set_seed(config.seed)
 
     dataset = load_qg_dataset(config.dataset, "pairs")
@@ -311,7 +342,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     accelerator.init_trackers("qg", config={k: str(v) for k, v in asdict(config).items()})
     accelerator.print(f"train: {stats.questions} questions in {len(train_groups)} groups "
                       f"({stats.truncated_contexts} truncated contexts, {stats.dropped_long_questions} questions over "
-                      f"{config.max_question_tokens} tokens dropped); {total_steps} optimizer steps")
+                      f"{config.max_question_tokens} tokens dropped); {total_steps} optimizer steps on "
+                      f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}")
 
     batches = accelerator.skip_first_batches(train_loader, state["step"] * config.gradient_accumulation_steps)
     batch_iter = iter(batches)
