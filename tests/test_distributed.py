@@ -6,7 +6,10 @@ configs/accelerate/*.yaml are checked together on CPU, without GPUs, DeepSpeed o
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +20,19 @@ from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
 from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env, prepare_simple_launcher_cmd_env
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from qg.cli import UserError
 from qg.config import parse_config
+from qg.data.build import build_qg_dataset
+from qg.data.korquad import read_korquad_json
 from qg.models.tiny import TINY_MODEL
 from qg.train.config import RECIPES_DIR, TrainConfig
 from qg.train.loop import accelerator_kwargs, give_deepspeed_the_recipe, resolve_mixed_precision
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "hub_dataset" / "sample"
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 ACCELERATE_CONFIGS = sorted((RECIPES_DIR / "accelerate").glob("*.yaml"))
 SMALL = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -36,6 +43,11 @@ ARCHITECTURES = {
     TINY_MODEL: (LlamaForCausalLM, LlamaConfig),
     "google/gemma-3-1b-it": (Gemma3ForCausalLM, Gemma3TextConfig),
 }
+
+
+# `accelerate launch --cpu --num_processes 2` starts one process (accelerate's CPU launcher runs several only
+# through mpirun); torchrun with ACCELERATE_USE_CPU=true gives Accelerate two gloo processes on one machine.
+TWO_CPU_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 def launch_env(config_file: Path, *flags: str) -> dict[str, str]:
@@ -139,3 +151,55 @@ def test_auto_precision_follows_the_launch_flag_and_an_explicit_recipe_value_win
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
     expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     assert resolve_mixed_precision(TrainConfig(mixed_precision="auto")) == expected
+
+
+@pytest.fixture(scope="module")
+def sample_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "sample"
+    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
+    return out
+
+
+def test_two_processes_train_the_adapter_one_process_trains_with_accumulation(sample_dataset, tmp_path):
+    """Per optimizer step the loss is the mean over every labelled token of every micro-batch on every process, so
+    2 processes x 1 micro-batch and 1 process x 2 micro-batches see the same batches and take the same steps."""
+    def args(output: Path, accumulation: int) -> list[str]:
+        return ["train.py", "--config", "configs/smoke.yaml", "--dataset", str(sample_dataset), "--output_dir",
+                str(output), "--report_to", "none", "--max_steps", "3", "--logging_steps", "1", "--eval_steps", "0",
+                "--save_steps", "0", "--lora_dropout", "0", "--gradient_accumulation_steps", str(accumulation)]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "FSDP_"))}
+    one = subprocess.Popen([sys.executable, *args(tmp_path / "one", 2)], cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    two = subprocess.Popen([*TWO_CPU_PROCESSES, *args(tmp_path / "two", 1)], cwd=REPO,
+                           env={**env, "ACCELERATE_USE_CPU": "true"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for process in (one, two):
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    expected = load_file(tmp_path / "one" / "adapter_model.safetensors")
+    got = load_file(tmp_path / "two" / "adapter_model.safetensors")
+    assert expected.keys() == got.keys() and expected
+    for name in expected:
+        # Summation order differs (all-reduce vs accumulation): AdamW can turn that into a few 1e-6.
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=2e-5)
+
+    def losses(output: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (output / "train_log.jsonl").read_text().splitlines()]
+
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+
+
+def test_two_cpu_processes_train_one_adapter_and_log_once(sample_dataset, tmp_path):
+    output = tmp_path / "ddp"
+    result = subprocess.run(
+        [*TWO_CPU_PROCESSES, "train.py", "--config", "configs/smoke.yaml", "--dataset", str(sample_dataset),
+         "--output_dir", str(output), "--report_to", "none", "--max_steps", "6", "--logging_steps", "2",
+         "--eval_steps", "3", "--save_steps", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}, "ACCELERATE_USE_CPU": "true"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 processes" in result.stdout
+    assert [json.loads(line)["step"] for line in (output / "train_log.jsonl").read_text().splitlines()] == [2, 3, 4, 6]
+    assert len(list(output.rglob("adapter_model.safetensors"))) == 2  # final + best, written once each
+    assert (output / "checkpoints" / "step-4").is_dir()

@@ -101,18 +101,6 @@ def test_smoke_recipe_learns_and_writes_every_artefact(sample_dataset, tmp_path)
     assert not list(output.glob(".*"))  # no temporary leftovers
 
 
-def test_two_cpu_processes_train_one_adapter_and_log_once(sample_dataset, tmp_path):
-    output = tmp_path / "ddp"
-    result = run_cli(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py",
-                     *smoke_args(sample_dataset, output, "--max_steps", 6, "--logging_steps", 2, "--eval_steps", 3,
-                                 "--save_steps", 4))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert [r["step"] for r in log_records(output)] == [2, 3, 4, 6]
-    assert len(list(output.rglob("adapter_model.safetensors"))) == 2  # final + best, written once each
-    assert (output / "checkpoints" / "step-4").is_dir()
-
-
 def test_kill_and_resume_gives_the_uninterrupted_adapter(sample_dataset, tmp_path):
     extra = ("--max_steps", 24, "--save_steps", 4, "--eval_steps", 0, "--logging_steps", 4, "--lora_dropout", 0.1)
     straight = tmp_path / "straight"
