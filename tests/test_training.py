@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,36 @@ def test_resume_drops_the_log_record_a_crash_cut_short(tmp_path):
     log.write_text('{"step": 4, "loss": 2.0}\n{"step": 8, "loss": 1.5}\n{"step": 12, "lo')
     assert [r["step"] for r in RunLog(log, Accelerator(), resumed_step=8).records()] == [4, 8]
     assert log.read_text().endswith("}\n")
+
+
+def test_model_revision_picks_the_model_and_the_tokenizer_of_that_revision(tmp_path):
+    """A Hub cache holding two revisions of one repo (main, v1) that differ in weights and chat template; offline."""
+    from safetensors.torch import save_file
+
+    from qg.models.tiny import tiny_model_dir
+
+    repo = tmp_path / "hub" / "models--someone--tiny"
+    for revision, scale in (("main", 1.0), ("v1", 2.0)):
+        snapshot = repo / "snapshots" / f"{revision}-commit"
+        shutil.copytree(tiny_model_dir(), snapshot)
+        weights = load_file(snapshot / "model.safetensors")
+        save_file({k: v * scale for k, v in weights.items()}, snapshot / "model.safetensors", metadata={"format": "pt"})
+        (snapshot / "chat_template.jinja").write_text(f"revision {revision}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / revision).write_text(f"{revision}-commit")
+    script = (
+        "from qg.models.loading import load_base, load_tokenizer\n"
+        "model, tokenizer = load_base('someone/tiny', revision='v1')\n"
+        "print(tokenizer.chat_template, load_tokenizer('someone/tiny', 'v1').chat_template,"
+        " load_tokenizer('someone/tiny').chat_template, float(model.lm_head.weight.abs().sum()))\n"
+        "print(float(load_base('someone/tiny')[0].lm_head.weight.abs().sum()))\n"
+    )
+    result = run_cli(sys.executable, "-c", script, env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = result.stdout.strip().splitlines()[-2:]
+    *templates, v1_sum = first.split()
+    assert " ".join(templates) == "revision v1 revision v1 revision main"
+    assert float(v1_sum) == pytest.approx(2 * float(second))
 
 
 def test_shared_context_reaches_the_same_validation_loss_with_fewer_tokens(sample_dataset, tmp_path):
