@@ -59,6 +59,7 @@ TRAIN_ROWS = [
     (["--max_steps", "0"], "error: max_steps must be positive, or -1"),
     (["--model", "nobody/unknown-model"], "error: model nobody/unknown-model is not in the local Hugging Face cache"),
     (["--model", "not a model"], "error: model not a model is neither a folder nor a Hub id"),
+    (["--model", "{no_model}"], "error: model {no_model} has no config.json: not a model folder"),
     (["--model_revision", "v1"], "error: model_revision is for Hub ids; tiny-random-exaone is a local model"),
     (["--output_dir", "{file}"], "error: output_dir {file} is a file; choose a folder"),
     (["--output_dir", "{file}/run"], "error: output_dir {file}/run: {file} is a file, not a folder"),
@@ -85,6 +86,8 @@ def test_qg_train_refuses_bad_input_in_one_line_before_loading_anything(flags, m
     places["file"].write_text("not a folder")
     places["occupied"], places["empty"] = tmp_path / "occupied", tmp_path / "empty"
     places["occupied"].mkdir()
+    places["no_model"] = tmp_path / "no-model"
+    places["no_model"].mkdir()
     (places["occupied"] / "train_config.yaml").write_text("model: other\n")
     if any("{read_only}" in f for f in flags):
         places["read_only"] = read_only_dir(tmp_path)

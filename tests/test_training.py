@@ -22,7 +22,7 @@ from qg.models.loading import load_base
 from qg.prompt import encode_prompt
 from qg.train.config import TrainConfig
 from qg.config import config_to_yaml
-from qg.train.loop import RunLog, check_config, save_checkpoint, train
+from qg.train.loop import RunLog, check_config, load_model, save_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "hub_dataset" / "sample"
@@ -204,6 +204,12 @@ def test_model_revision_picks_the_model_and_the_tokenizer_of_that_revision(tmp_p
     *templates, v1_sum = first.split()
     assert " ".join(templates) == "revision v1 revision v1 revision main"
     assert float(v1_sum) == pytest.approx(2 * float(second))
+
+
+def test_all_linear_puts_adapters_on_every_decoder_linear():
+    model = load_model(TrainConfig(lora_target_modules=["all-linear"], lora_r=4), "no", "sdpa")
+    adapted = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 def test_shared_context_reaches_the_same_validation_loss_with_fewer_tokens(sample_dataset, tmp_path):

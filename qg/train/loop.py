@@ -110,9 +110,11 @@ def _check_output_dir(output: Path, config: TrainConfig, resume: bool) -> None:
 def _check_model(config: TrainConfig) -> None:
     """A Hub model must exist at its revision (its config.json is fetched, or found in the cache); a revision is for
     Hub ids only."""
-    if config.model == TINY_MODEL or Path(config.model).expanduser().is_dir():
+    if config.model == TINY_MODEL or Path(config.model).is_dir():
         if config.model_revision is not None:
             raise UserError(f"model_revision is for Hub ids; {config.model} is a local model")
+        if config.model != TINY_MODEL and not (Path(config.model) / "config.json").is_file():
+            raise UserError(f"model {config.model} has no config.json: not a model folder")
         return
     if not is_hub_id(config.model):
         raise UserError(f"model {config.model} is neither a folder nor a Hub id (OWNER/NAME)")
@@ -199,9 +201,11 @@ def load_model(config: TrainConfig, mixed_precision: str, attn_implementation: s
         _check_lora_targets(model, config.lora_target_modules)
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
+        # peft expands its shorthand only as a string, never inside a list.
+        all_linear = config.lora_target_modules == ["all-linear"]
         model = get_peft_model(model, LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules, task_type="CAUSAL_LM"))
+            target_modules="all-linear" if all_linear else config.lora_target_modules, task_type="CAUSAL_LM"))
     return model
 
 
