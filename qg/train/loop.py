@@ -41,6 +41,7 @@ from qg.io import atomic_dir, atomic_write_text, is_hub_id
 from qg.models.loading import load_base, load_tokenizer
 from qg.prompt import end_of_turn_id
 from qg.train.config import TrainConfig
+from qg.train.loss import summed_token_loss
 from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
 from qg.train.plots import plot_loss_curve
 
@@ -180,23 +181,13 @@ def labelled_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def _forward_loss(model, batch: dict) -> torch.Tensor:
-    """Summed next-token loss over the batch's labelled tokens (normalised by the caller)."""
-    outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                    attention_mask=batch.get("attention_mask"), use_cache=False)
-    logits = outputs.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                             ignore_index=-100, reduction="sum")
-
-
 @torch.no_grad()
 def evaluate_loss(model, batches: list[dict], device) -> float:
     """Mean validation loss per question token. Every process scores every batch, so all agree exactly."""
     model.eval()
     summed, labelled = 0.0, 0
     for batch in batches:
-        summed += float(_forward_loss(model, {k: v.to(device) for k, v in batch.items()}))
+        summed += float(summed_token_loss(model, {k: v.to(device) for k, v in batch.items()}))
         labelled += labelled_tokens(batch)
     model.train()
     return summed / labelled
@@ -327,7 +318,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         step_labelled = int(accelerator.reduce(local, reduction="sum"))
         for batch in micro:
             with accelerator.accumulate(model):
-                summed = _forward_loss(model, batch)
+                summed = summed_token_loss(model, batch)
                 # Token-level mean over the whole optimizer step on all processes: `backward` divides by the
                 # accumulation steps and DDP averages over processes, so both are multiplied back in.
                 loss = summed * config.gradient_accumulation_steps * accelerator.num_processes / max(step_labelled, 1)
