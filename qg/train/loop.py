@@ -137,12 +137,14 @@ def resolve_attention(config: TrainConfig) -> str:
     return "sdpa"
 
 
-def _collator(config: TrainConfig, attn_implementation: str):
+def _collator(config: TrainConfig, attn_implementation: str, mixed_precision: str):
     if not config.shared_context:
         return flattening_collator
     if attn_implementation == "flash_attention_2":
         raise UserError("shared_context needs sdpa, eager or flex_attention (flash attention takes no custom masks)")
-    return SharedContextCollator(mask_format="block" if attn_implementation == "flex_attention" else "4d")
+    mask_format = {"flex_attention": "block", "eager": "additive"}.get(attn_implementation, "bool")
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+    return SharedContextCollator(mask_format=mask_format, dtype=compute_dtype)
 
 
 def _groups(rows, tokenizer, config: TrainConfig) -> tuple[list[Group], object]:
@@ -273,7 +275,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if not train_groups:
         raise UserError(f"dataset {config.dataset} has no usable training questions")
     attn_implementation = resolve_attention(config)
-    collate = _collator(config, attn_implementation)
+    collate = _collator(config, attn_implementation, mixed_precision)
     train_loader = _loader(_micro_batches(train_groups, config, accelerator.num_processes), collate)
     eval_batches = [collate(batch) for batch in pack_groups(eval_groups, config.batch_tokens)]
 
