@@ -17,21 +17,11 @@ from qg.models.tiny import TINY_MODEL
 from qg.prompt import IGNORE_INDEX
 from qg.train import loop
 from qg.train.config import TrainConfig
-from qg.train.loss import loss_positions, summed_token_loss
+from qg.train.loss import full_logits_token_loss, loss_positions, summed_token_loss
 from qg.train.packing import SharedContextCollator, build_groups, flattening_collator
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "hub_dataset" / "sample"
-
-
-def full_logits_loss(model, batch: dict) -> torch.Tensor:
-    """The reference: the LM head at every position, fp32 cross-entropy over the shifted labels (the loop's old loss)."""
-    outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                    attention_mask=batch.get("attention_mask"), use_cache=False)
-    logits = outputs.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                             ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +64,7 @@ def test_loss_and_lora_gradients_equal_the_full_logits_computation(lora_model, s
     selective = summed_token_loss if chunk_logits is None else (
         lambda m, b: summed_token_loss(m, b, chunk_logits=chunk_logits))
 
-    expected_loss, expected_grads = loss_and_grads(model, batch, full_logits_loss)
+    expected_loss, expected_grads = loss_and_grads(model, batch, full_logits_token_loss)
     loss, grads = loss_and_grads(model, batch, selective)
     torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
     assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_A" in n)
@@ -98,7 +88,7 @@ def train_run(dataset, output: Path, **overrides) -> Path:
 def test_training_gives_the_adapter_of_the_full_logits_loss(sample_dataset, tmp_path, monkeypatch, shared):
     selective = load_file(train_run(sample_dataset, tmp_path / "selective", max_steps=3, shared_context=shared)
                           / "adapter_model.safetensors")
-    monkeypatch.setattr(loop, "summed_token_loss", full_logits_loss)
+    monkeypatch.setattr(loop, "summed_token_loss", full_logits_token_loss)
     full = load_file(train_run(sample_dataset, tmp_path / "full", max_steps=3, shared_context=shared)
                      / "adapter_model.safetensors")
     assert selective.keys() == full.keys()

@@ -49,3 +49,16 @@ def summed_token_loss(model, batch: dict, chunk_logits: int = LOSS_CHUNK_LOGITS)
     outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                     attention_mask=batch.get("attention_mask"), use_cache=False, logits_to_keep=positions)
     return chunked_cross_entropy(outputs.logits[0], batch["labels"][0, positions + 1], chunk_logits)
+
+
+def full_logits_token_loss(model, batch: dict) -> torch.Tensor:
+    """The same sum the way it was computed before: the LM head and fp32 cross-entropy at every position.
+
+    The reference for tests and the benchmark's baseline arm (bench/bench_train.py).
+    """
+    outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                    attention_mask=batch.get("attention_mask"), use_cache=False)
+    logits = outputs.logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                             ignore_index=IGNORE_INDEX, reduction="sum")
