@@ -1,28 +1,38 @@
-"""Training throughput of one LoRA on the same data, four ways: plain `Trainer` with dynamic padding, TRL
-`SFTTrainer` with BFD packing (padding-free), train.py's packing, train.py's shared context.
+"""Training throughput of one LoRA on the same data, six ways: plain `Trainer` with dynamic padding, TRL
+`SFTTrainer` with BFD packing (padding-free), train.py's packing, train.py's shared context with the full-logits
+loss it had before (the LM head at every position), train.py's shared context, and transformers' `Trainer` fed
+train.py's shared-context micro-batches and loss (what the custom loop itself is worth).
 
-    python bench/bench_train.py                           # ~5 minutes on 2 idle cores
-    python bench/bench_train.py --max-train-samples 360   # 60 paragraphs, ~13 minutes
+    python bench/bench_train.py                           # ~8 minutes on 2 idle cores
+    python bench/bench_train.py --max-train-samples 360   # 60 paragraphs, ~20 minutes
 
 Model: the tiny offline EXAONE-3.5 (random weights, built with the REAL 102,400-token EXAONE tokenizer and loaded
 through the same conversion as the real checkpoint), LoRA r=16 alpha=32 dropout 0 on all 7 projections, fp32, sdpa,
 CPU. Data: real KorQuAD 1.0 dev paragraphs, built into a dataset by our builder (the dev file as the *train* source,
 hub_dataset/sample/dev.json as the test source, so the no-leak rule keeps them), --max-train-samples questions.
 The default is ~20 paragraphs: with the real vocabulary the LM head (64 x 102,400) is ~90% of the tiny model's
-work, about 1 ms per token on 2 cores, so more paragraphs no longer fit in ~5 minutes.
-Every method: one epoch, the same token budget per micro-batch (--batch-tokens), AdamW, the same lr, cosine
-schedule without warm-up, grad-norm clip 1.0, seed 0; the loss is on the question + end-of-turn token only.
+work at every position, about 1 ms per token on 2 cores, so more paragraphs no longer fit in minutes.
+Every method: one epoch, one micro-batch per optimizer step with the same mean number of questions (fairness: at
+one token budget, shared context would take ~4x fewer, larger steps, and "faster" could mean "fewer updates"),
+AdamW, the same lr, cosine schedule without warm-up, grad-norm clip 1.0, seed 0; the loss is on the question +
+end-of-turn token only. --batch-tokens is the packed methods' budget; the shared-context methods get it scaled by
+their tokens per question over packing's, so that a step holds as many questions.
   1. Trainer: random batches of --batch-tokens // (mean example length) examples, padded (labels with -100).
   2. SFTTrainer: pre-tokenised input_ids + completion_mask, completion_only_loss=True, packing=True with the "bfd"
      strategy (which makes it padding-free), max_length = --batch-tokens, one packed row per micro-batch.
   3. qg.train.loop.train, shared_context=False: padding-free packing of (paragraph, question) examples.
-  4. qg.train.loop.train, shared_context=True: each paragraph once, its questions as branches.
+  4. qg.train.loop.train, shared_context=True, with the loss computed over full logits (qg.train.loss's
+     full_logits_token_loss in place of summed_token_loss: the loop as it was before).
+  5. qg.train.loop.train, shared_context=True: each paragraph once, its questions as branches, the LM head and loss
+     at labelled positions only.
+  6. transformers `Trainer` on 5.'s micro-batches (the same DataLoader of shared-context batches) and loss.
 Each method first runs one warm-up step, then its timed epoch: `trainer.train()` for the Trainers (tokens counted
 from the batches their collators return), the per-step windows of train_log.jsonl for ours. Before training, each
 method's own loss code scores the SAME initial model on the same fixed questions under its own batching: equal
 numbers show the four optimise one objective.
 Targets: train.py packing >= 1.5x the plain Trainer in tokens/s and no slower than SFTTrainer, padded tokens under
-2%; shared context >= 3x the plain Trainer and >= 2x SFTTrainer in questions/s at equal loss.
+2%; shared context >= 3x the plain Trainer and >= 2x SFTTrainer in questions/s at equal loss, and >= 2x its
+full-logits run; every method's initial check-set loss within 1e-5 of the others.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import shlex
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,7 +63,9 @@ from qg.models.loading import load_tokenizer
 from qg.models.tiny import build_tiny_exaone
 from qg.prompt import IGNORE_INDEX, end_of_turn_id
 from qg.train.config import TrainConfig
-from qg.train.loop import evaluate_loss, load_model, train
+from qg.train import loop
+from qg.train.loop import evaluate_loss, labelled_tokens, load_model, train
+from qg.train.loss import full_logits_token_loss, summed_token_loss
 from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +73,8 @@ SHARED = Path(os.environ.get("QG_SHARED_DIR", REPO.parent / "shared"))
 DEV_JSON = SHARED / "data/korquad/KorQuAD_v1.0_dev.json"
 TOKENIZER_DIR = SHARED / "fixtures/exaone-3.5-tokenizer"
 SAMPLE_DEV_JSON = REPO / "hub_dataset/sample/dev.json"
-METHODS = ("Trainer (padded)", "SFTTrainer (BFD)", "train.py packing", "train.py shared")
+METHODS = ("Trainer (padded)", "SFTTrainer (BFD)", "train.py packing", "shared, full logits", "train.py shared",
+           "Trainer + our loader")
 
 
 @dataclass
@@ -77,14 +91,14 @@ class Result:
 class CountingCollator:
     """A collator that counts what it hands the model: tokens (padding included), padding, questions."""
 
-    def __init__(self, collate, end_of_turn: int):
-        self.collate, self.end_of_turn = collate, end_of_turn
+    def __init__(self, collate, end_of_turn: int, length=lambda feature: len(feature["input_ids"])):
+        self.collate, self.end_of_turn, self.length = collate, end_of_turn, length
         self.tokens = self.padded = self.questions = 0
 
-    def __call__(self, features: list[dict]) -> dict:
+    def __call__(self, features: list) -> dict:
         batch = self.collate(features)
         self.tokens += batch["input_ids"].numel()
-        self.padded += batch["input_ids"].numel() - sum(len(f["input_ids"]) for f in features)
+        self.padded += batch["input_ids"].numel() - sum(map(self.length, features))
         self.questions += int((batch["labels"] == self.end_of_turn).sum())
         return batch
 
@@ -185,8 +199,54 @@ def check_packed_rows(packed: datasets.Dataset, examples: list[dict]) -> None:
         raise SystemExit("SFTTrainer's prepared data differs from our examples (tokens or loss mask)")
 
 
+class LoaderTrainer(Trainer):
+    """transformers' Trainer on train.py's micro-batches (its DataLoader, its collator) and its summed loss."""
+
+    def __init__(self, *args, batches: list[list[Group]], collate, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches, self.collate = batches, collate
+
+    def get_train_dataloader(self):
+        return self.accelerator.prepare(loop._loader(self.batches, self.collate))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # One micro-batch per optimizer step: its own labelled tokens are the step's, as in train.py.
+        return summed_token_loss(model, inputs) / labelled_tokens(inputs)
+
+
+def run_loader_trainer(config: TrainConfig, tokenizer, train_groups: list[Group], check_groups: list[Group],
+                       work: Path, max_steps: int = -1) -> Result:
+    set_seed(config.seed)
+    model = load_model(config, "no", config.attn_implementation)
+    collator = CountingCollator(SharedContextCollator(), end_of_turn_id(tokenizer), length=lambda g: g.num_tokens)
+    batches = pack_groups(train_groups, config.batch_tokens, seed=config.seed)
+    args = trainer_args(TrainingArguments, config, work, max_steps, per_device_train_batch_size=1,
+                        remove_unused_columns=False)
+    trainer = quiet(LoaderTrainer(model=model, args=args, batches=batches, collate=collator))
+    initial = trainer_loss(trainer, [collator.collate(b) for b in pack_groups(check_groups, config.batch_tokens)])
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    return Result(trainer.state.global_step, collator.questions, collator.tokens, collator.padded, seconds,
+                  output.training_loss, initial)
+
+
+@contextmanager
+def patched_loss(loss_fn):
+    """train.py's loop (training and validation) with `loss_fn` at its loss call site."""
+    original = loop.summed_token_loss
+    loop.summed_token_loss = loss_fn
+    try:
+        yield
+    finally:
+        loop.summed_token_loss = original
+
+
 def run_ours(config: TrainConfig, check_groups: list[Group], epoch_tokens: int, work: Path,
-             max_steps: int = -1) -> Result:
+             max_steps: int = -1, full_logits: bool = False) -> Result:
+    if full_logits:  # the loop as it was: the same call site, the loss over every position's logits
+        with patched_loss(full_logits_token_loss):
+            return run_ours(config, check_groups, epoch_tokens, work, max_steps)
     config = replace(config, output_dir=str(work), max_steps=max_steps)
     set_seed(config.seed)
     model = load_model(config, "no", config.attn_implementation)  # what train() loads, to score the check set
@@ -236,6 +296,7 @@ def print_table(results: dict[str, Result]) -> None:
     rows = [
         ("optimizer steps (= micro-batches)", lambda r: f"{r.steps}"),
         ("questions trained", lambda r: f"{r.questions}"),
+        ("questions / optimizer step", lambda r: f"{r.questions / r.steps:.1f}"),
         ("tokens processed (incl. padding)", lambda r: f"{r.tokens:,}"),
         ("padded tokens", lambda r: f"{100 * r.padded / r.tokens:.1f}%"),
         ("tokens processed / question", lambda r: f"{r.tokens / r.questions:.0f}"),
@@ -252,11 +313,11 @@ def print_table(results: dict[str, Result]) -> None:
         ("real tokens/s vs SFTTrainer", lambda r: f"{real_tps(r) / real_tps(sft):.2f}x"),
     ]
     width = 34
-    print(f"{'':<{width}}" + "".join(f"{name:>19}" for name in METHODS))
+    print(f"{'':<{width}}" + "".join(f"{name:>21}" for name in METHODS))
     for label, cell in rows:
-        print(f"{label:<{width}}" + "".join(f"{cell(results[name]):>19}" for name in METHODS))
+        print(f"{label:<{width}}" + "".join(f"{cell(results[name]):>21}" for name in METHODS))
 
-    packing, shared = results[METHODS[2]], results[METHODS[3]]
+    packing, full_logits, shared, loader = (results[name] for name in METHODS[2:])
     initial = [r.initial_loss for r in results.values()]
     checks = [
         (f"train.py packing real tokens/s >= 1.5x Trainer: {real_tps(packing) / real_tps(base):.2f}x "
@@ -268,19 +329,28 @@ def print_table(results: dict[str, Result]) -> None:
          packing.padded < 0.02 * packing.tokens),
         (f"train.py shared questions/s >= 3x Trainer: {qps(shared) / qps(base):.2f}x", qps(shared) >= 3 * qps(base)),
         (f"train.py shared questions/s >= 2x SFTTrainer: {qps(shared) / qps(sft):.2f}x", qps(shared) >= 2 * qps(sft)),
-        (f"same objective: initial-model losses agree, max difference {max(initial) - min(initial):.2e} (< 1e-4)",
-         max(initial) - min(initial) < 1e-4),
+        (f"train.py shared questions/s >= 2x its full-logits run: {qps(shared) / qps(full_logits):.2f}x",
+         qps(shared) >= 2 * qps(full_logits)),
+        (f"same questions per optimizer step: {min(r.questions / r.steps for r in results.values()):.1f} to "
+         f"{max(r.questions / r.steps for r in results.values()):.1f} (within 20%)",
+         max(r.questions / r.steps for r in results.values()) <= 1.2 * min(r.questions / r.steps
+                                                                          for r in results.values())),
+        (f"same objective: initial-model losses agree, max difference {max(initial) - min(initial):.2e} (< 1e-5)",
+         max(initial) - min(initial) < 1e-5),
     ]
     print("\ntargets")
     for text, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
+    print(f"what the custom loop is worth: train.py shared vs Trainer on the same batches and loss, "
+          f"{qps(shared) / qps(loader):.2f}x questions/s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-train-samples", type=int, default=120,
                         help="train questions (whole paragraphs, ~6 questions each)")
-    parser.add_argument("--batch-tokens", type=int, default=4096, help="token budget of one micro-batch, every method")
+    parser.add_argument("--batch-tokens", type=int, default=4096,
+                        help="token budget of one packed micro-batch (shared context: scaled to as many questions)")
     parser.add_argument("--learning-rate", type=float, default=3e-3,
                         help="every method (configs/smoke.yaml's, for the tiny random model)")
     parser.add_argument("--check-questions", type=int, default=12,
@@ -310,8 +380,13 @@ def main() -> None:
                              report_to="none")
         rows = load_qg_dataset(str(dataset_dir))["train"]
         check_rows = rows.select(range(min(args.check_questions, len(rows))))
-        train_groups = {shared: groups_of(rows, tokenizer, config, shared) for shared in (False, True)}
-        check_groups = {shared: groups_of(check_rows, tokenizer, config, shared) for shared in (False, True)}
+        # As many questions per shared-context micro-batch as per packed one: the budget scaled by tokens/question.
+        packed_groups, whole_paragraphs = (groups_of(rows, tokenizer, config, shared) for shared in (False, True))
+        shared_config = replace(config, shared_context=True, batch_tokens=round(
+            args.batch_tokens * sum(g.num_tokens for g in whole_paragraphs) / sum(g.num_tokens for g in packed_groups)))
+        configs = {False: config, True: shared_config}
+        train_groups = {shared: groups_of(rows, tokenizer, configs[shared], shared) for shared in (False, True)}
+        check_groups = {shared: groups_of(check_rows, tokenizer, configs[shared], shared) for shared in (False, True)}
         # The exact (input_ids, labels) our packing trains on; the Trainers get the same examples.
         examples = [example for group in train_groups[False] for example in group.examples()]
         check = [example for group in check_groups[False] for example in group.examples()]
@@ -320,7 +395,8 @@ def main() -> None:
         paragraphs = len(set(rows["context"]))
         print(f"data: {len(examples)} questions on {paragraphs} KorQuAD dev paragraphs, mean example "
               f"{mean_length:.0f} tokens (prompt + question + end of turn); Trainer batch {batch_size} examples "
-              f"= {args.batch_tokens} // {mean_length:.0f}; check set {len(check)} questions\n")
+              f"= {args.batch_tokens} // {mean_length:.0f}; shared-context micro-batches of "
+              f"{shared_config.batch_tokens} tokens (as many questions); check set {len(check)} questions\n")
 
         runs = {
             METHODS[0]: lambda out, steps: run_padded_trainer(config, tokenizer, examples, batch_size, check, out,
@@ -328,8 +404,13 @@ def main() -> None:
             METHODS[1]: lambda out, steps: run_sft_trainer(config, tokenizer, examples, check, out, steps),
             METHODS[2]: lambda out, steps: run_ours(config, check_groups[False],
                                                     sum(g.num_tokens for g in train_groups[False]), out, steps),
-            METHODS[3]: lambda out, steps: run_ours(replace(config, shared_context=True), check_groups[True],
+            METHODS[3]: lambda out, steps: run_ours(shared_config, check_groups[True],
+                                                    sum(g.num_tokens for g in train_groups[True]), out, steps,
+                                                    full_logits=True),
+            METHODS[4]: lambda out, steps: run_ours(shared_config, check_groups[True],
                                                     sum(g.num_tokens for g in train_groups[True]), out, steps),
+            METHODS[5]: lambda out, steps: run_loader_trainer(shared_config, tokenizer, train_groups[True],
+                                                              check_groups[True], out, steps),
         }
         results = {}
         for i, (name, run) in enumerate(runs.items()):

@@ -9,6 +9,8 @@ from peft import LoraConfig, get_peft_model
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import IGNORE_INDEX
+from qg.train.config import TrainConfig
+from qg.train.loop import _collator
 from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
 
 ROWS = [
@@ -150,6 +152,31 @@ def test_flex_attention_block_mask_gives_the_dense_mask_result():
     groups, _ = build_groups(ROWS, tokenizer, shared_context=True, answer_aware=False, max_context_tokens=512,
                              max_question_tokens=64)
     with torch.no_grad():
-        dense = token_losses(dense_model, SharedContextCollator(mask_format="4d")(groups))
+        dense = token_losses(dense_model, SharedContextCollator(mask_format="bool")(groups))
         flex = token_losses(flex_model, SharedContextCollator(mask_format="block")(groups))
     torch.testing.assert_close(flex, dense, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("attn_implementation", "dtype", "mixed_precision", "mask_dtype"), [
+    ("sdpa", torch.float32, "no", torch.bool),
+    ("sdpa", torch.bfloat16, "bf16", torch.bool),
+    ("eager", torch.float32, "no", torch.float32),
+    ("eager", torch.bfloat16, "bf16", torch.bfloat16),
+])
+def test_the_4d_mask_is_boolean_or_in_the_compute_dtype_and_gives_the_float32_mask_result(
+        attn_implementation, dtype, mixed_precision, mask_dtype):
+    """sdpa takes a boolean mask (1 byte per entry, not float32's 4); eager adds it to its scores, so it is additive
+    in the compute dtype. Either way the model's output is bit-identical to the float32 additive mask's."""
+    model, tokenizer = load_base(TINY_MODEL, dtype=dtype, attn_implementation=attn_implementation)
+    groups, _ = build_groups(ROWS, tokenizer, shared_context=True, answer_aware=False, max_context_tokens=512,
+                             max_question_tokens=64)
+    batch = _collator(TrainConfig(shared_context=True), attn_implementation, mixed_precision)(groups)
+    float32_mask = SharedContextCollator(mask_format="additive", dtype=torch.float32)(groups)["attention_mask"]
+    assert batch["attention_mask"].dtype == mask_dtype
+    assert torch.equal(batch["attention_mask"] == 0 if mask_dtype != torch.bool else batch["attention_mask"],
+                       float32_mask == 0)
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    with torch.no_grad():
+        logits = model(**inputs, attention_mask=batch["attention_mask"]).logits
+        reference = model(**inputs, attention_mask=float32_mask).logits
+    torch.testing.assert_close(logits, reference, rtol=0, atol=0)

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTraine
 
 from qg.data.korquad import SAMPLE_DIR
 from qg.io import atomic_dir, atomic_write_json, cache_dir
-from qg.models.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_key
+from qg.models.exaone import convert_exaone_checkpoint, expected_exaone_keys, llama_config, llama_key
 
 TINY_MODEL = "tiny-random-exaone"
 SAMPLE_FILES = [SAMPLE_DIR / "train.json", SAMPLE_DIR / "dev.json"]
@@ -107,6 +107,55 @@ def build_tiny_exaone(dst: str | Path, tokenizer_dir: str | Path | None = None, 
         save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
         atomic_write_json(out / "config.json", exaone_config)
         tokenizer.save_pretrained(out)
+    return Path(dst)
+
+
+# EXAONE-3.5-2.4B-Instruct's config.json (the values in DESIGN.md), for random-weight checkpoints of the real shape.
+EXAONE_3_5_2_4B_CONFIG = {
+    "architectures": ["ExaoneForCausalLM"], "model_type": "exaone", "activation_function": "silu",
+    "hidden_size": 2560, "num_layers": 30, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 80,
+    "intermediate_size": 7168, "vocab_size": 102400, "max_position_embeddings": 32768, "layer_norm_epsilon": 1e-5,
+    "rope_theta": 1e6, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "tie_word_embeddings": True, "attention_dropout": 0.0, "embed_dropout": 0.0, "initializer_range": 0.02,
+    "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0, "use_cache": True, "torch_dtype": "bfloat16",
+}
+
+
+def write_random_exaone(dst: str | Path, exaone_config: dict, tokenizer_dir: str | Path, *,
+                        dtype: torch.dtype = torch.bfloat16, seed: int = 0, shard_bytes: int = 2**31) -> Path:
+    """A random-weight checkpoint in the original EXAONE format with `exaone_config` and a real tokenizer.
+
+    Each tensor is drawn directly in `dtype` (N(0, initializer_range), norms 1) and written shard by shard, so no
+    fp32 copy exists and at most one shard is in memory: EXAONE-2.4B's 4.8 GB of bf16 on a 24 GiB machine.
+    """
+    with torch.device("meta"):  # only the tensor names and shapes are needed
+        shapes = LlamaForCausalLM(llama_config(exaone_config)).state_dict()
+    to_exaone = {llama_key(k): k for k in expected_exaone_keys(llama_config(exaone_config))}
+    tensors = [(to_exaone[name], tensor.shape) for name, tensor in shapes.items() if name in to_exaone]
+    shards: list[list[tuple[str, torch.Size]]] = [[]]
+    size = 0
+    for key, shape in tensors:
+        nbytes = shape.numel() * dtype.itemsize
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((key, shape))
+        size += nbytes
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    generator = torch.Generator().manual_seed(seed)
+    std = exaone_config.get("initializer_range", 0.02)
+    with atomic_dir(dst) as out:
+        for name, shard in zip(names, shards):
+            save_file({key: torch.ones(shape, dtype=dtype) if len(shape) == 1 else
+                       torch.empty(shape, dtype=dtype).normal_(0, std, generator=generator) for key, shape in shard},
+                      out / name, metadata={"format": "pt"})
+        total = sum(shape.numel() for _, shape in tensors) * dtype.itemsize
+        atomic_write_json(out / "model.safetensors.index.json", {
+            "metadata": {"total_size": total},
+            "weight_map": {key: name for name, shard in zip(names, shards) for key, _ in shard}})
+        atomic_write_json(out / "config.json", exaone_config)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
     return Path(dst)
 
 

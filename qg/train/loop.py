@@ -44,6 +44,7 @@ from qg.models.loading import load_base, load_tokenizer
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import end_of_turn_id
 from qg.train.config import TrainConfig
+from qg.train.loss import summed_token_loss
 from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
 from qg.train.plots import plot_loss_curve
 
@@ -240,12 +241,14 @@ def resolve_attention(config: TrainConfig) -> str:
     return "sdpa"
 
 
-def _collator(config: TrainConfig, attn_implementation: str):
+def _collator(config: TrainConfig, attn_implementation: str, mixed_precision: str):
     if not config.shared_context:
         return flattening_collator
     if attn_implementation == "flash_attention_2":
         raise UserError("shared_context needs sdpa, eager or flex_attention (flash attention takes no custom masks)")
-    return SharedContextCollator(mask_format="block" if attn_implementation == "flex_attention" else "4d")
+    mask_format = {"flex_attention": "block", "eager": "additive"}.get(attn_implementation, "bool")
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+    return SharedContextCollator(mask_format=mask_format, dtype=compute_dtype)
 
 
 def _groups(rows, tokenizer, config: TrainConfig) -> tuple[list[Group], object]:
@@ -284,23 +287,13 @@ def labelled_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def _forward_loss(model, batch: dict) -> torch.Tensor:
-    """Summed next-token loss over the batch's labelled tokens (normalised by the caller)."""
-    outputs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                    attention_mask=batch.get("attention_mask"), use_cache=False)
-    logits = outputs.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                                             ignore_index=-100, reduction="sum")
-
-
 @torch.no_grad()
 def evaluate_loss(model, batches: list[dict], device) -> float:
     """Mean validation loss per question token. Every process scores every batch, so all agree exactly."""
     model.eval()
     summed, labelled = 0.0, 0
     for batch in batches:
-        summed += float(_forward_loss(model, {k: v.to(device) for k, v in batch.items()}))
+        summed += float(summed_token_loss(model, {k: v.to(device) for k, v in batch.items()}))
         labelled += labelled_tokens(batch)
     model.train()
     return summed / labelled
@@ -389,7 +382,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if not train_groups:
         raise UserError(f"dataset {config.dataset} has no usable training questions")
     attn_implementation = resolve_attention(config)
-    collate = _collator(config, attn_implementation)
+    collate = _collator(config, attn_implementation, mixed_precision)
     train_loader = _loader(_micro_batches(train_groups, config, accelerator.num_processes), collate)
     eval_batches = [collate(batch) for batch in pack_groups(eval_groups, config.batch_tokens)]
 
@@ -435,7 +428,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         step_labelled = int(accelerator.reduce(local, reduction="sum"))
         for batch in micro:
             with accelerator.accumulate(model):
-                summed = _forward_loss(model, batch)
+                summed = summed_token_loss(model, batch)
                 # Token-level mean over the whole optimizer step on all processes: `backward` divides by the
                 # accumulation steps and DDP averages over processes, so both are multiplied back in.
                 loss = summed * config.gradient_accumulation_steps * accelerator.num_processes / max(step_labelled, 1)

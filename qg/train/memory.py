@@ -1,15 +1,15 @@
 """Memory planner: will a training recipe fit on a GPU? An estimate of the peak, before renting one.
 
-    python -m qg.memory --config configs/exaone-3.5-2.4b-lora.yaml
-    python -m qg.memory --config configs/gemma-3-1b-full.yaml --gpu-memory 24GB
-    python -m qg.memory --config configs/gemma-3-1b-lora.yaml --batch_tokens 4096 --gradient_checkpointing true --json
+    qg-memory --config configs/exaone-3.5-2.4b-lora.yaml
+    qg-memory --config configs/gemma-3-1b-full.yaml --gpu-memory 24GB
+    qg-memory --config configs/gemma-3-1b-lora.yaml --batch_tokens 4096 --gradient_checkpointing true --json
 
 Prints each component in GiB, the total, the GPU size and a verdict; exits 0 whether it fits or not.
 
 The model's shape comes from a table of public config.json values for the models our recipes name (no download),
 from `config.json` in a local folder, or from the Hugging Face cache. The planner models the training step of
 train.py: one packed row of `batch_tokens` tokens (padding-free packing, so activations scale with tokens, not
-batch x max length), a causal-LM loss over the whole vocabulary, AdamW.
+batch x max length), the LM head and loss at the labelled positions only (qg.train.loss), AdamW.
 
 Assumptions (each a choice train.py makes, or the usual Hugging Face default):
 - Full fine-tuning keeps fp32 master weights (model loaded in fp32, autocast for bf16, as in the original
@@ -54,15 +54,19 @@ Gradient checkpointing keeps only each layer's input (the residual stream, fp32 
 plus one layer's activations while it is recomputed. Outside the layers: the final norm, lm_head's input (full
 fine-tuning) and the rotary cos/sin.
 
-Logits, the big term for a 102k (EXAONE) or 262k (Gemma-3) vocabulary: T x V x (c + 12) bytes, the peak when the
-loss's backward starts: the c-byte logits the model's output still holds, the fp32 log-probabilities that
-log_softmax keeps for the backward pass (transformers upcasts the logits to fp32 for the loss), and the fp32
-gradient into and out of log_softmax.
+Logits and loss, at the K positions whose next token is labelled (qg.train.loss), V the vocabulary, chunks of
+C = LOSS_CHUNK_LOGITS // V positions: K V c + max(2 K V c, (K - C) V c + 12 C V) bytes. The model's c-byte logits
+live through the whole backward pass; after it, the chunks' c-byte gradients add up to K V c and are concatenated
+into the logits' gradient (K V c more); before that, the last chunk's recomputed fp32 log-probabilities and the
+fp32 gradient into and out of log_softmax (12 C V) sit beside the other chunks' gradients. K: the largest share of
+labelled tokens in a `batch_tokens` micro-batch of the recipe's dataset (the first PLANNER_SAMPLE_ROWS rows, when
+the dataset folder and the model's tokenizer are on this machine), else the default share for the batching.
 
 tests/test_memory.py holds these formulas to what PyTorch does on CPU: weights + gradients + AdamW states against
 the storages one real step allocates, activations against the tensors autograd saves (Llama and Gemma-3, full and
-LoRA, fp32 and bf16 autocast, sdpa and eager). Not checked there: CUDA's bool dropout mask, gradient
-checkpointing, flash/flex attention, and the transient loss gradients.
+LoRA, fp32 and bf16 autocast, sdpa and eager), the logits and loss term against the peak the profiler records
+for train.py's chunked loss. Not checked there: CUDA's bool dropout mask, gradient checkpointing, flash/flex
+attention.
 """
 
 from __future__ import annotations
@@ -70,18 +74,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoTokenizer
 
 from qg.cli import UserError, command
 from qg.config import parse_config
+from qg.io import is_hub_id
 from qg.models.tiny import TINY_MODEL, TINY_SHAPE, TINY_VOCAB
 from qg.train.config import TrainConfig
+from qg.train.loss import LOSS_CHUNK_LOGITS
 
 GIB = 2**30
 CUDA_OVERHEAD_BYTES = 1 * GIB
@@ -89,8 +96,12 @@ ADAMW_STATE_BYTES = 8  # exp_avg + exp_avg_sq, fp32
 FP32_BYTES = 4
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64  # 4-bit code + one fp32 absmax per 64-weight block
 DROPOUT_MASK_BYTES = 1  # CUDA's fused dropout keeps a bool mask
-LOSS_SAVED_BYTES_PER_LOGIT = 4  # fp32 log-probabilities kept by log_softmax for the backward pass
-LOSS_GRAD_BYTES_PER_LOGIT = 8  # fp32 gradient into and out of log_softmax
+LOSS_CHUNK_TRANSIENT_BYTES_PER_LOGIT = 12  # one chunk's fp32 log-probabilities, gradient into and out of log_softmax
+# Share of a micro-batch's positions whose next token is labelled (question + end of turn), when the dataset cannot
+# be read: the largest 8,192-token micro-batch share on KorQuAD 1.0 dev with EXAONE-3.5's tokenizer (mean 5.1%
+# and 24.3%, largest 6.3% and 28.5%), rounded up, since the peak is set by the fullest micro-batch.
+DEFAULT_LOSS_SHARE = {False: 0.065, True: 0.29}  # keyed by shared_context
+PLANNER_SAMPLE_ROWS = 2000  # enough micro-batches for a stable largest share, tokenized in seconds
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FLASH_LIKE_ATTENTION = ("flash_attention_2", "flex_attention")
 
@@ -213,6 +224,8 @@ class MemoryEstimate:
     weights: int  # the model's own weights as stored (fp32 master, bf16 base or NF4 base)
     weight_casts: int  # autocast's low-precision weight copies saved for the backward pass
     adapter_weights: int
+    loss_positions: int  # K: positions of the largest micro-batch whose next token is labelled
+    loss_positions_source: str
     gradients: int
     optimizer_states: int
     activations: int
@@ -299,7 +312,7 @@ def _lora_input_bytes_per_token(shape: ModelShape, config: TrainConfig, c: int, 
     return inputs + len(targets) * c * config.lora_r
 
 
-def _activation_bytes(shape: ModelShape, config: TrainConfig, c: int, autocast: bool) -> int:
+def _activation_bytes(shape: ModelShape, config: TrainConfig, c: int, autocast: bool, loss_positions: int) -> int:
     full = config.finetuning == "full"
     residual_bytes = FP32_BYTES if full else c  # fp32 master weights make the residual stream fp32
     layer = _layer_activation_bytes_per_token(shape, config, c, autocast)
@@ -308,9 +321,53 @@ def _activation_bytes(shape: ModelShape, config: TrainConfig, c: int, autocast: 
     else:
         per_token = shape.num_layers * layer
     final_norm = FP32_BYTES * (2 if full else 1) * shape.hidden_size
-    lm_head_input = c * shape.hidden_size if full else 0
+    lm_head_input = c * shape.hidden_size * loss_positions if full else 0  # the selected positions only
     rotary = 2 * residual_bytes * shape.head_dim  # cos and sin, shared by every layer
-    return config.batch_tokens * (per_token + final_norm + lm_head_input + rotary)
+    return config.batch_tokens * (per_token + final_norm + rotary) + lm_head_input
+
+
+def loss_bytes(positions: int, vocab_size: int, c: int, chunk_logits: int = LOSS_CHUNK_LOGITS) -> int:
+    """Peak bytes of the logits and the chunked loss over `positions` positions (see the module docstring)."""
+    chunk = min(positions, max(1, chunk_logits // vocab_size))
+    logits = positions * vocab_size * c
+    last_chunk = (positions - chunk) * vocab_size * c + LOSS_CHUNK_TRANSIENT_BYTES_PER_LOGIT * chunk * vocab_size
+    return logits + max(2 * logits, last_chunk)
+
+
+def planned_loss_positions(config: TrainConfig) -> tuple[int, str]:
+    """K for `config` and where it comes from: measured on the dataset when it can be read here, else the default."""
+    share = _measured_loss_share(config)
+    if share is not None:
+        source = f"measured on {config.dataset}"
+    else:
+        share = DEFAULT_LOSS_SHARE[config.shared_context]
+        source = f"default for {'shared context' if config.shared_context else 'packing'}"
+    return math.ceil(share * config.batch_tokens), source
+
+
+def _measured_loss_share(config: TrainConfig) -> float | None:
+    """The largest labelled share of a micro-batch, as train.py batches the first rows; None if unreadable here."""
+    if is_hub_id(config.dataset) or not (Path(config.dataset) / "README.md").is_file():
+        return None  # planning downloads nothing
+    from qg.data.build import load_qg_dataset
+    from qg.models.loading import load_tokenizer
+    from qg.train.packing import build_groups, pack_groups
+
+    try:
+        if config.model == TINY_MODEL:
+            tokenizer = load_tokenizer(TINY_MODEL)
+        else:  # a folder or a Hub id already in the cache; EXAONE's tokenizer files load without conversion
+            tokenizer = AutoTokenizer.from_pretrained(config.model, local_files_only=True)
+        rows = load_qg_dataset(config.dataset, "pairs")["train"]
+    except (OSError, ValueError, KeyError):
+        return None
+    rows = rows.select(range(min(PLANNER_SAMPLE_ROWS, len(rows))))
+    groups, _ = build_groups(rows, tokenizer, shared_context=config.shared_context,
+                             answer_aware=config.mode == "answer-aware", max_context_tokens=config.max_context_tokens,
+                             max_question_tokens=config.max_question_tokens, max_group_tokens=config.batch_tokens)
+    shares = [sum(len(branch) - 1 for group in batch for branch in group.branches)
+              / sum(group.num_tokens for group in batch) for batch in pack_groups(groups, config.batch_tokens, seed=0)]
+    return max(shares, default=None)
 
 
 def _compute_dtype(config: TrainConfig) -> str:
@@ -341,16 +398,17 @@ def estimate_memory(config: TrainConfig, gpu_memory_bytes: int | None = None) ->
             weights = c * num_params
         weight_casts = 0
         adapter_weights = FP32_BYTES * trainable
-    logit_bytes = c + LOSS_SAVED_BYTES_PER_LOGIT + LOSS_GRAD_BYTES_PER_LOGIT
+    positions, positions_source = planned_loss_positions(config)
     return MemoryEstimate(
         model=config.model, shape=shape, finetuning=config.finetuning, compute_dtype=dtype,
         batch_tokens=config.batch_tokens, gradient_checkpointing=config.gradient_checkpointing,
         attn_implementation=config.attn_implementation,
         num_params=num_params, trainable_params=trainable,
         weights=weights, weight_casts=weight_casts, adapter_weights=adapter_weights,
+        loss_positions=positions, loss_positions_source=positions_source,
         gradients=FP32_BYTES * trainable, optimizer_states=ADAMW_STATE_BYTES * trainable,
-        activations=_activation_bytes(shape, config, c, autocast),
-        logits=config.batch_tokens * shape.vocab_size * logit_bytes,
+        activations=_activation_bytes(shape, config, c, autocast, positions),
+        logits=loss_bytes(positions, shape.vocab_size, c),
         cuda_overhead=CUDA_OVERHEAD_BYTES, gpu_memory=gpu_memory_bytes,
     )
 
@@ -392,6 +450,8 @@ def format_table(estimate: MemoryEstimate, gpu_label: str) -> str:
         (f"{estimate.model}: {estimate.finetuning}, {estimate.compute_dtype}, {estimate.batch_tokens} tokens per "
          f"micro-batch, {estimate.attn_implementation}, {checkpointing}"),
         f"parameters {estimate.num_params / 1e6:,.1f}M, trainable {estimate.trainable_params / 1e6:,.1f}M",
+        (f"loss at {estimate.loss_positions:,} of {estimate.batch_tokens:,} positions "
+         f"({estimate.loss_positions / estimate.batch_tokens:.1%}, {estimate.loss_positions_source})"),
         "",
         f"{'component':<34}{'GiB':>8}",
     ]
@@ -414,8 +474,9 @@ _PLANNER_HELP = (
     "Estimate the peak GPU memory of a training recipe and say whether it fits. Planner flags: "
     "--gpu-memory SIZE, the GPU to compare with (default 24GB; GB means 10^9 bytes, GiB 2^30 bytes); "
     "--json, print JSON instead of a table. The recipe keys below are train.py's; the planner reads model, "
-    "finetuning, lora_r, lora_dropout, lora_target_modules, mixed_precision, batch_tokens, gradient_checkpointing "
-    "and attn_implementation."
+    "finetuning, lora_r, lora_dropout, lora_target_modules, mixed_precision, batch_tokens, gradient_checkpointing, "
+    "attn_implementation, and dataset, shared_context, mode, max_context_tokens and max_question_tokens for the "
+    "share of positions that carry loss."
 )
 
 

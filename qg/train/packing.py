@@ -128,16 +128,26 @@ def shared_context_visibility(group_of: torch.Tensor, branch_of: torch.Tensor) -
     return (q == k) & causal & ((branch_of[None, :] == 0) | (branch_of[:, None] == branch_of[None, :]))
 
 
+MASK_FORMATS = ("bool", "additive", "block")
+
+
 @dataclass
 class SharedContextCollator:
     """One micro-batch of groups -> one flattened row with a shared-context attention mask.
 
-    `mask_format="4d"` gives a dense additive [1, 1, T, T] mask (sdpa, eager; CPU); `"block"` gives a flex-attention
-    `BlockMask` built from the same rule, which never materialises T x T (GPU).
+    `mask_format` follows what the attention kernel takes: `"bool"` a [1, 1, T, T] boolean mask (sdpa, which
+    takes it as is: 1 byte per entry, 64 MiB at 8,192 tokens); `"additive"` the same rule as 0 / dtype-min in
+    `dtype`, the compute dtype (eager attention adds it to its scores, so a float32 mask would also upcast a bf16
+    run's scores); `"block"` a flex-attention `BlockMask` built from the same rule, which never materialises
+    T x T (GPU).
     """
 
-    mask_format: str = "4d"
+    mask_format: str = "bool"
     dtype: torch.dtype = torch.float32
+
+    def __post_init__(self):
+        if self.mask_format not in MASK_FORMATS:
+            raise ValueError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {self.mask_format!r}")
 
     def __call__(self, groups: list[Group]) -> dict[str, torch.Tensor]:
         input_ids, labels, positions = [], [], []
@@ -157,10 +167,11 @@ class SharedContextCollator:
         }
         if self.mask_format == "block":
             batch["attention_mask"] = _block_mask(group_of, branch_of)
-        else:
-            visible = shared_context_visibility(group_of, branch_of)
-            mask = torch.zeros(visible.shape, dtype=self.dtype).masked_fill_(~visible, torch.finfo(self.dtype).min)
-            batch["attention_mask"] = mask[None, None]
+            return batch
+        visible = shared_context_visibility(group_of, branch_of)
+        if self.mask_format == "additive":
+            visible = torch.zeros(visible.shape, dtype=self.dtype).masked_fill_(~visible, torch.finfo(self.dtype).min)
+        batch["attention_mask"] = visible[None, None]
         return batch
 
 
