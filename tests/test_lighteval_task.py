@@ -31,7 +31,8 @@ from qg.eval.lighteval_task import (
     korquad_qg_config,
     prompt_tokenizer,
 )
-from qg.eval.runner import EvalSettings, evaluate
+from qg.eval.config import EvalConfig
+from qg.eval.runner import evaluate
 from qg.generate import QuestionGenerator
 from qg.models.loading import load_base, load_tokenizer
 from qg.models.tiny import TINY_MODEL
@@ -113,10 +114,8 @@ def run_lighteval(tmp_path: Path, model: Path) -> tuple[dict, list[list[int]]]:
 
 
 def test_lighteval_reports_evaluate_qg_scores(tmp_path, task_environment, merged_model, dataset):
-    metrics = evaluate(EvalSettings(model=str(merged_model), base=None, dataset=str(dataset), split="test",
-                                    mode="answer-aware", num_questions=1, max_samples=None, compare_base=False,
-                                    temperature=0.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS, seed=0, batch_size=1),
-                       tmp_path / "evaluate")
+    metrics = evaluate(EvalConfig(model=str(merged_model), dataset=str(dataset), output_dir=str(tmp_path / "evaluate"),
+                                  mode="answer-aware", max_new_tokens=MAX_NEW_TOKENS, batch_size=1))
     records = [json.loads(line) for line in (tmp_path / "evaluate" / "predictions.jsonl").read_text().splitlines()]
     predictions = [q for r in records for q in r["model_output"]]
     # A meaningful comparison: questions were written, and not all of them the gold ones.
