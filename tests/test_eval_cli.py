@@ -39,6 +39,11 @@ BAD_INPUTS = {
                               "preds.jsonl: not UTF-8 text"),
     "malformed line 2": (lambda d: ["--predictions", "preds.jsonl"],
                          {"preds.jsonl": (GOOD_LINE + "\n{not json\n").encode()}, "preds.jsonl:2: not JSON"),
+    "missing predictions": (lambda d: ["--predictions", "preds.jsonl"], {}, "predictions file preds.jsonl not found"),
+    "no predictions": (lambda d: ["--predictions", "preds.jsonl"], {"preds.jsonl": b"\n"},
+                       "preds.jsonl holds no predictions"),
+    "line without references": (lambda d: ["--predictions", "preds.jsonl"], {"preds.jsonl": '{"prediction": "질문"}\n'.encode()},
+                                'preds.jsonl:1: expected {"prediction": str, "references": [str, ...]}'),
     "missing BERTScore folder": (lambda d: ["--predictions", "preds.jsonl", "--bertscore-model", "no-such-bert"],
                                  {"preds.jsonl": (GOOD_LINE + "\n").encode()}, "--bertscore-model no-such-bert: no such folder"),
     "missing dataset": (lambda d: model_args(d)[:3] + ["no-such-dataset"], {}, "no-such-dataset: no dataset folder there"),
@@ -66,8 +71,10 @@ def test_bad_input_is_one_line_exit_2_and_the_folder_as_before(case, output_stat
     with pytest.raises(SystemExit) as exit_:
         main([*args(dataset), "--output-dir", str(out)])
     assert exit_.value.code == 2
+    # Loading the dataset may draw datasets' progress bars first; the error is one line, the last, no traceback.
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert [line for line in lines if line.startswith(("error", "Traceback"))] == lines[-1:], lines
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines
     assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert out.exists() == (output_state == "previous results")
 

@@ -3,7 +3,8 @@ the scores evaluate_qg.py writes for the same model and split."""
 
 from __future__ import annotations
 
-import inspect
+import importlib.metadata
+import importlib.util
 import json
 from pathlib import Path
 
@@ -197,10 +198,17 @@ def test_registry_loads_only_the_custom_tasks_and_is_restored(task_environment):
     assert Registry.__dict__["load_all_task_configs"] is builtin
 
 
-def test_defaults_are_those_of_evaluate_qg():
-    from qg.eval.runner import parse_args
+@pytest.mark.parametrize("installed", ["0.14.0", "0.12.1", "1.13.0"])
+def test_another_lighteval_release_is_refused_at_import(monkeypatch, installed):
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: installed if name == "lighteval" else real_version(name))
+    # A fresh copy of the module, so the one already imported stays as it is.
+    spec = importlib.util.find_spec("qg.eval.lighteval_task")
+    with pytest.raises(ImportError, match=rf"works with lighteval 0\.13\.x.*lighteval {installed} is installed"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
-    args = parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", "--mode", "answer-aware"])
-    assert args.max_new_tokens == MAX_NEW_TOKENS
-    assert inspect.signature(QuestionGenerator.from_pretrained).parameters["max_context_tokens"].default \
-        == MAX_CONTEXT_TOKENS
+
+def test_the_supported_lighteval_release_is_accepted(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.13.7")
+    lighteval_task.check_lighteval_version()
