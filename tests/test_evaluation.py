@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from qg.cli import UserError
 from qg.data.build import build_qg_dataset
 from qg.data.korquad import read_korquad_json
-from qg.cli import UserError
 from qg.eval.config import EvalConfig
 from qg.eval.runner import answer_sentence, evaluate
 from qg.io import folder_lock

@@ -20,6 +20,7 @@ from qg.cli import UserError
 from qg.data.build import build_qg_dataset, load_qg_dataset
 from qg.data.korquad import read_korquad_json
 from qg.eval import lighteval_task
+from qg.eval.config import EvalConfig
 from qg.eval.lighteval_task import (
     KOREAN_NAMES,
     MAX_CONTEXT_TOKENS,
@@ -32,7 +33,6 @@ from qg.eval.lighteval_task import (
     korquad_qg_config,
     prompt_tokenizer,
 )
-from qg.eval.config import EvalConfig
 from qg.eval.runner import evaluate
 from qg.generate import QuestionGenerator
 from qg.models.loading import load_base, load_tokenizer

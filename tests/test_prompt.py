@@ -7,8 +7,16 @@ from transformers import AutoTokenizer
 
 from qg.cli import UserError
 from qg.data.korquad import KorQuADSource, parse_korquad
-from qg.prompt import (IGNORE_INDEX, MIN_KEPT_SHARE, EmptyParagraphError, build_messages, context_char_bound,
-                       encode_example, encode_prompt, truncate_context)
+from qg.prompt import (
+    IGNORE_INDEX,
+    MIN_KEPT_SHARE,
+    EmptyParagraphError,
+    build_messages,
+    context_char_bound,
+    encode_example,
+    encode_prompt,
+    truncate_context,
+)
 
 CONTEXT = "훈민정음은 1443년 세종이 창제한 문자이다. 1446년에 반포되었다. 처음에는 28자였으나 지금은 24자를 쓴다."
 QUESTION = "훈민정음이 반포된 해는 언제인가?"

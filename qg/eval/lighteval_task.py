@@ -100,13 +100,13 @@ def check_lighteval_version() -> None:
 
 check_lighteval_version()
 
-from lighteval.metrics.metrics_corpus import CorpusLevelComputation  # noqa: E402
-from lighteval.metrics.metrics_sample import SampleLevelComputation  # noqa: E402
-from lighteval.metrics.utils.metric_utils import CorpusLevelMetricGrouping  # noqa: E402
-from lighteval.models.model_output import ModelResponse  # noqa: E402
-from lighteval.tasks.lighteval_task import LightevalTaskConfig  # noqa: E402
-from lighteval.tasks.registry import Registry  # noqa: E402
-from lighteval.tasks.requests import Doc, SamplingMethod  # noqa: E402
+from lighteval.metrics.metrics_corpus import CorpusLevelComputation
+from lighteval.metrics.metrics_sample import SampleLevelComputation
+from lighteval.metrics.utils.metric_utils import CorpusLevelMetricGrouping
+from lighteval.models.model_output import ModelResponse
+from lighteval.tasks.lighteval_task import LightevalTaskConfig
+from lighteval.tasks.registry import Registry
+from lighteval.tasks.requests import Doc, SamplingMethod
 
 TASK_NAME = "korquad_qg"
 # evaluate_qg.py's decoding length and paragraph budget, both QuestionGenerator's defaults.
