@@ -191,3 +191,28 @@ def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the folder `path` (created if missing) for this run; while held, another holder gets a `UserError`.
+
+    An advisory `flock` on the folder itself: it leaves no file behind, and the system releases it when the
+    holder's process ends, however it ends, so a killed run never leaves a stale lock.
+    """
+    import fcntl
+
+    from qg.cli import UserError
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = f"{path} is in use by another run; wait for it to finish or choose another folder"
+            raise UserError(message) from None
+        yield path
+    finally:
+        os.close(fd)

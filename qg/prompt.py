@@ -11,6 +11,9 @@ import functools
 import re
 from dataclasses import dataclass
 
+from qg.cli import UserError
+from qg.text import normalize_text
+
 SYSTEM_PROMPT = (
     "당신은 문단을 읽고 독자가 궁금해할 만한 질문을 만드는 도우미입니다. "
     "문단의 내용만으로 답할 수 있는 자연스러운 한국어 질문 하나를 쓰세요."
@@ -23,14 +26,24 @@ IGNORE_INDEX = -100
 # EXAONE writes its role tags as plain text: `[|user|]` in a paragraph would open a turn, so tags lose their bars.
 _ROLE_TAG = re.compile(r"\[\|([^\[\]|]*)\|\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?。])(?=\s|$)")
+_SPACE = re.compile(r"\s")
 _WORD_JOINER = "\u2060"
+# A sentence end (or, failing that, a space) is where a long paragraph is cut only when the text before it keeps
+# at least this share of what fits: one short first sentence followed by 5,000 tokens without a full stop must not
+# leave a 4-token paragraph. Half the budget still gives the model most of the context; past that a cut
+# mid-sentence loses less than dropping the rest of the budget does.
+MIN_KEPT_SHARE = 0.5
+
+
+class EmptyParagraphError(UserError, ValueError):
+    """The paragraph (or a given answer) holds nothing once normalised: there is nothing to ask about."""
 
 
 @dataclass
 class EncodedPrompt:
     input_ids: list[int]
     truncated: bool  # the paragraph was cut to the token budget
-    messages: list[dict]  # what `input_ids` encode, for engines that apply the chat template themselves
+    messages: list[dict]  # the chat messages `input_ids` encode: normalised, neutralised, truncated
 
 
 @dataclass
@@ -54,16 +67,60 @@ def special_token_strings(tokenizer) -> set[str]:
     return {t for t in added | set(tokenizer.all_special_tokens) if len(t) > 1}
 
 
+@functools.cache
+def max_token_chars(tokenizer) -> int:
+    """An upper bound on the characters one token covers: its longest vocabulary string.
+
+    A byte-level BPE vocabulary string (GPT-2, EXAONE) holds one symbol per byte, and a character is at least one
+    byte; a SentencePiece piece holds one symbol per character ("▁" for the space). EXAONE's longest is 31
+    (a run of spaces).
+    """
+    return max(map(len, tokenizer.get_vocab()))
+
+
+def context_char_bound(tokenizer, max_tokens: int) -> int:
+    """How many characters of a paragraph `truncate_context` tokenizes for a budget of `max_tokens` tokens.
+
+    `max_tokens` tokens cover at most `max_tokens * max_token_chars` characters, so a paragraph within budget is
+    never capped. Twice that: the first `max_tokens` tokens of a capped paragraph then lie far from the cap, where
+    cutting the text cannot change how the words before them tokenize.
+    """
+    return 2 * max_tokens * max_token_chars(tokenizer)
+
+
+def _offsets(text: str, tokenizer) -> list[tuple[int, int]]:
+    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+
 def truncate_context(context: str, tokenizer, max_tokens: int | None) -> tuple[str, bool]:
-    """Cut `context` to at most `max_tokens` tokens, at the last sentence end that fits (else at a token)."""
+    """Cut `context` to at most `max_tokens` tokens: at the last sentence end that fits when that keeps at least
+    `MIN_KEPT_SHARE` of the characters that fit, else at the last space that does, else between tokens.
+
+    Only the first `context_char_bound` characters are tokenized, so a paragraph of millions of characters costs
+    what one of a few budgets does.
+    """
     if max_tokens is None:
         return context, False
-    encoding = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
-    if len(encoding["input_ids"]) <= max_tokens:
-        return context, False
-    limit = encoding["offset_mapping"][max_tokens - 1][1]
-    ends = [m.start() for m in _SENTENCE_END.finditer(context[:limit])]
-    cut = ends[-1] if ends else limit
+    bound = context_char_bound(tokenizer, max_tokens)
+    offsets = _offsets(context[:bound], tokenizer)
+    if len(offsets) <= max_tokens:
+        if len(context) <= bound:
+            return context, False
+        offsets = _offsets(context, tokenizer)  # a tokenizer whose tokens skip characters: the cap proves nothing
+        if len(offsets) <= max_tokens:
+            return context, False
+    # Up to the first token beyond the budget: a character split between two byte tokens is left out whole.
+    limit = offsets[max_tokens][0]
+    window = context[:limit + 1]  # one more character, to see whether a sentence end or a word ends at the limit
+    ends = [m.start() for m in _SENTENCE_END.finditer(window) if m.start() <= limit]
+    spaces = [m.start() for m in _SPACE.finditer(window)]
+    keep = MIN_KEPT_SHARE * limit
+    if ends and ends[-1] >= keep:
+        cut = ends[-1]
+    elif spaces and spaces[-1] >= keep:
+        cut = spaces[-1]
+    else:
+        cut = limit
     return context[:cut].rstrip(), True
 
 
@@ -81,9 +138,20 @@ def build_messages(context: str, answer: str | None = None, question: str | None
 
 def encode_prompt(tokenizer, context: str, answer: str | None = None,
                   max_context_tokens: int | None = None) -> EncodedPrompt:
-    """Token ids of the generation prompt: system, user turn, up to and including `[|assistant|]`."""
+    """Token ids of the generation prompt: system, user turn, up to and including `[|assistant|]`.
+
+    The paragraph and answer are normalised first (`qg.text.normalize_text`, as the dataset builder does); an
+    empty paragraph or answer is an `EmptyParagraphError`, for every engine alike.
+    """
+    context = normalize_text(context)
+    if not context:
+        raise EmptyParagraphError("the paragraph is empty (nothing but whitespace): give a paragraph to ask about")
+    if answer is not None:
+        answer = normalize_text(answer)
+        if not answer:
+            raise EmptyParagraphError("the answer is empty (nothing but whitespace): give an answer, or none")
+        answer = neutralize(answer, tokenizer)
     context, truncated = truncate_context(neutralize(context, tokenizer), tokenizer, max_context_tokens)
-    answer = None if answer is None else neutralize(answer, tokenizer)
     messages = build_messages(context, answer)
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                         return_dict=True)["input_ids"]
@@ -106,7 +174,8 @@ def end_of_turn_id(tokenizer) -> int:
 
 def encode_question(tokenizer, question: str) -> list[int]:
     """The assistant turn's ids: the question, then the end-of-turn token, which is where generation stops."""
-    return tokenizer(neutralize(question, tokenizer), add_special_tokens=False)["input_ids"] + [end_of_turn_id(tokenizer)]
+    ids = tokenizer(neutralize(normalize_text(question), tokenizer), add_special_tokens=False)["input_ids"]
+    return ids + [end_of_turn_id(tokenizer)]
 
 
 def encode_example(tokenizer, context: str, question: str, answer: str | None = None,

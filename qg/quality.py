@@ -16,6 +16,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+from qg.text import normalize_text
+
 # The shortest real KorQuAD 1.0 dev question ("경쟁자는?") has 4 Hangul syllables; broken generations such as
 # "라" have one or two.
 MIN_HANGUL_SYLLABLES = 3
@@ -43,8 +45,8 @@ _LOOP_REPEATS = 3
 
 
 def normalize_question(question: str) -> str:
-    """NFC, single spaces, no trailing punctuation, case-folded: the form duplicates are compared in."""
-    text = " ".join(unicodedata.normalize("NFC", question).split())
+    """`qg.text.normalize_text`, no trailing punctuation, case-folded: the form duplicates are compared in."""
+    text = normalize_text(question)
     while text and unicodedata.category(text[-1]).startswith("P"):
         text = text[:-1].rstrip()
     return text.casefold()
@@ -85,7 +87,7 @@ def _has_repeated_line(text: str) -> bool:
 
 def _words(text: str) -> str:
     """Normalised words with punctuation removed, padded with spaces for whole-word containment tests."""
-    text = unicodedata.normalize("NFC", text).casefold()
+    text = normalize_text(text).casefold()
     text = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
     return f" {' '.join(text.split())} "
 

@@ -3,7 +3,8 @@ the scores evaluate_qg.py writes for the same model and split."""
 
 from __future__ import annotations
 
-import inspect
+import importlib.metadata
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from qg.cli import UserError
 from qg.data.build import build_qg_dataset, load_qg_dataset
 from qg.data.korquad import read_korquad_json
 from qg.eval import lighteval_task
+from qg.eval.config import EvalConfig
 from qg.eval.lighteval_task import (
     KOREAN_NAMES,
     MAX_CONTEXT_TOKENS,
@@ -31,7 +33,7 @@ from qg.eval.lighteval_task import (
     korquad_qg_config,
     prompt_tokenizer,
 )
-from qg.eval.runner import EvalSettings, evaluate
+from qg.eval.runner import evaluate
 from qg.generate import QuestionGenerator
 from qg.models.loading import load_base, load_tokenizer
 from qg.models.tiny import TINY_MODEL
@@ -113,10 +115,8 @@ def run_lighteval(tmp_path: Path, model: Path) -> tuple[dict, list[list[int]]]:
 
 
 def test_lighteval_reports_evaluate_qg_scores(tmp_path, task_environment, merged_model, dataset):
-    metrics = evaluate(EvalSettings(model=str(merged_model), base=None, dataset=str(dataset), split="test",
-                                    mode="answer-aware", num_questions=1, max_samples=None, compare_base=False,
-                                    temperature=0.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS, seed=0, batch_size=1),
-                       tmp_path / "evaluate")
+    metrics = evaluate(EvalConfig(model=str(merged_model), dataset=str(dataset), output_dir=str(tmp_path / "evaluate"),
+                                  mode="answer-aware", max_new_tokens=MAX_NEW_TOKENS, batch_size=1))
     records = [json.loads(line) for line in (tmp_path / "evaluate" / "predictions.jsonl").read_text().splitlines()]
     predictions = [q for r in records for q in r["model_output"]]
     # A meaningful comparison: questions were written, and not all of them the gold ones.
@@ -198,10 +198,17 @@ def test_registry_loads_only_the_custom_tasks_and_is_restored(task_environment):
     assert Registry.__dict__["load_all_task_configs"] is builtin
 
 
-def test_defaults_are_those_of_evaluate_qg():
-    from qg.eval.runner import parse_args
+@pytest.mark.parametrize("installed", ["0.14.0", "0.12.1", "1.13.0"])
+def test_another_lighteval_release_is_refused_at_import(monkeypatch, installed):
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: installed if name == "lighteval" else real_version(name))
+    # A fresh copy of the module, so the one already imported stays as it is.
+    spec = importlib.util.find_spec("qg.eval.lighteval_task")
+    with pytest.raises(ImportError, match=rf"works with lighteval 0\.13\.x.*lighteval {installed} is installed"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
-    args = parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", "--mode", "answer-aware"])
-    assert args.max_new_tokens == MAX_NEW_TOKENS
-    assert inspect.signature(QuestionGenerator.from_pretrained).parameters["max_context_tokens"].default \
-        == MAX_CONTEXT_TOKENS
+
+def test_the_supported_lighteval_release_is_accepted(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.13.7")
+    lighteval_task.check_lighteval_version()

@@ -303,15 +303,11 @@ def test_score_predictions_on_real_questions(korquad_dev_json):
     scores = metrics.score_predictions(records)
     json.dumps(scores)
     assert scores["num_predictions"] == len(records)
-    predictions = [r["prediction"] for r in records]
-    references = [r["references"] for r in records]
-    assert scores["korean"] == pytest.approx(metrics.korean_scores(predictions, references))
     qgbench = scores["qgbench"]
     assert set(qgbench) == {"bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "meteor"}
     assert 0 < qgbench["bleu4"] < qgbench["bleu1"] < 100 and 0 < qgbench["meteor"] < 100
     quality = scores["quality"]
     assert quality["degenerate_reasons"]["too_short"] >= 1
-    assert quality["degenerate_rate"] == pytest.approx(100 * sum(quality["degenerate_reasons"].values()) / len(records))
     assert 60 < quality["grounding"] <= 100
     assert set(metrics.QGBENCH_KO_MT5_BASE) <= set(qgbench)
 

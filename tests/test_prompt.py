@@ -1,10 +1,23 @@
 """The one prompt format, with the real EXAONE tokenizer: loss mask, prompt/training agreement, injection, budget."""
 
+import unicodedata
+
 import pytest
 from transformers import AutoTokenizer
 
-from qg.prompt import (IGNORE_INDEX, build_messages, encode_example, encode_prompt, encode_question,
-                       truncate_context)
+from qg.cli import UserError
+from qg.data.korquad import KorQuADSource, parse_korquad
+from qg.prompt import (
+    IGNORE_INDEX,
+    MIN_KEPT_SHARE,
+    EmptyParagraphError,
+    build_messages,
+    context_char_bound,
+    encode_example,
+    encode_prompt,
+    encode_question,
+    truncate_context,
+)
 from qg.train.packing import SharedContextCollator, build_groups, flattening_collator
 
 CONTEXT = "훈민정음은 1443년 세종이 창제한 문자이다. 1446년에 반포되었다. 처음에는 28자였으나 지금은 24자를 쓴다."
@@ -129,3 +142,100 @@ def test_training_batches_label_exactly_each_question_after_its_prompt(tokenizer
         else:  # the example packed before the question, back to where its positions restart
             seen = ids[start - positions[start]:start]
         assert seen == prompt
+
+
+# ------------------------------------------------------------------------------------------- normalisation, budget
+
+
+def prompt_text(tokenizer, prompt) -> str:
+    return tokenizer.decode(prompt.input_ids)
+
+
+def test_paragraph_after_many_blank_lines_is_not_cut_away(tokenizer):
+    prompt = encode_prompt(tokenizer, "\n" * 1100 + CONTEXT, max_context_tokens=1024)
+    assert not prompt.truncated
+    assert f"문단:\n{CONTEXT}\n\n" in prompt_text(tokenizer, prompt)
+    assert prompt.messages[1]["content"].startswith(f"문단:\n{CONTEXT}\n\n")
+
+
+@pytest.mark.parametrize("answer", [None, "1446년"])
+def test_decomposed_text_gives_the_ids_of_its_composed_form(tokenizer, answer):
+    nfd = unicodedata.normalize("NFD", CONTEXT)
+    nfd_answer = None if answer is None else unicodedata.normalize("NFD", answer)
+    assert nfd != CONTEXT
+    assert encode_prompt(tokenizer, nfd, nfd_answer).input_ids == encode_prompt(tokenizer, CONTEXT, answer).input_ids
+    assert (encode_example(tokenizer, nfd, unicodedata.normalize("NFD", QUESTION), nfd_answer).input_ids
+            == encode_example(tokenizer, CONTEXT, QUESTION, answer).input_ids)
+
+
+def test_dataset_builder_and_prompt_normalise_alike(tokenizer):
+    raw = "  훈민정음은\t1443년\u00a0세종이\x00 창제한 문자이다.\n\n\n1446년에  반포되었다.\r\n"
+    answer = "1446년"
+    squad = {"data": [{"title": "한글", "paragraphs": [{"context": raw, "qas": [
+        {"id": "q1", "question": QUESTION, "answers": [{"text": answer, "answer_start": raw.index(answer)}]}]}]}]}
+    [paragraph], _ = parse_korquad(KorQuADSource(name="fixture.json", squad=squad))
+    assert paragraph.context == "훈민정음은 1443년 세종이 창제한 문자이다. 1446년에 반포되었다."
+    start = paragraph.answers[0]["answer_start"]
+    assert paragraph.context[start:start + len(answer)] == answer
+    # What training encodes from the built dataset is what inference encodes from the raw paragraph.
+    assert encode_prompt(tokenizer, raw).input_ids == encode_prompt(tokenizer, paragraph.context).input_ids
+    assert encode_prompt(tokenizer, raw).messages == build_messages(paragraph.context)
+
+
+class CallRecorder:
+    """The tokenizer, recording the length of every text it is called on."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.lengths = []
+
+    def __call__(self, text, **kwargs):
+        self.lengths.append(len(text))
+        return self.tokenizer(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_huge_paragraph_is_tokenized_only_up_to_the_bound(tokenizer, monkeypatch):
+    context = " ".join(f"{n}번째 문장은 아주 긴 문단을 만들기 위한 것이다." for n in range(1, 70_000))
+    assert len(context) > 2_000_000
+    budget = 200
+    bound = context_char_bound(tokenizer, budget)
+    assert bound == 2 * budget * 31  # EXAONE's longest vocabulary string: 31 spaces
+    recorder = CallRecorder(tokenizer)
+    capped = truncate_context(context, recorder, budget)
+    assert recorder.lengths and max(recorder.lengths) <= bound
+    # The uncapped computation on a prefix three bounds long gives the same cut.
+    monkeypatch.setattr("qg.prompt.context_char_bound", lambda tokenizer, max_tokens: 10 ** 9)
+    assert capped == truncate_context(context[:3 * bound], tokenizer, budget)
+    assert capped[1] and capped[0].endswith("것이다.")
+
+
+def test_early_sentence_end_does_not_swallow_the_budget(tokenizer):
+    words = " ".join(f"{n}번 항목과 그 설명" for n in range(1, 1500))
+    context = "짧다. " + words
+    assert len(tokenizer(context, add_special_tokens=False)["input_ids"]) > 5605
+    budget = 1024
+    cut, truncated = truncate_context(context, tokenizer, budget)
+    kept = len(tokenizer(cut, add_special_tokens=False)["input_ids"])
+    assert truncated and budget * MIN_KEPT_SHARE <= kept <= budget
+    # Cut at a word boundary: the next character of the paragraph is a space.
+    assert context.startswith(cut) and context[len(cut)] == " "
+
+
+def test_paragraph_without_spaces_is_cut_between_tokens(tokenizer):
+    context = "가나다라마바사아자차카타파하" * 500
+    budget = 300
+    cut, truncated = truncate_context(context, tokenizer, budget)
+    assert truncated and context.startswith(cut)
+    assert budget - 2 <= len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= budget
+
+
+@pytest.mark.parametrize("context", ["", "   ", "\n\n\t\u3000", "\x00\x07 \x1b"])
+def test_empty_paragraph_is_refused(tokenizer, context):
+    with pytest.raises(EmptyParagraphError, match="the paragraph is empty") as caught:
+        encode_prompt(tokenizer, context)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, UserError)
+    with pytest.raises(EmptyParagraphError, match="the answer is empty"):
+        encode_prompt(tokenizer, CONTEXT, answer=" \n ")

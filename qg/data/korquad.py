@@ -10,7 +10,6 @@ import hashlib
 import importlib.resources
 import json
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,20 +21,13 @@ from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundEr
 from tqdm import tqdm
 
 from qg.cli import UserError, one_line
+from qg.text import normalize_text, normalized_offset
 
 KORQUAD_HUB_ID = "KorQuAD/squad_kor_v1"
 # The branch where the Hub keeps its own parquet conversion of a dataset repository, loading scripts included.
 PARQUET_EXPORT = "refs/convert/parquet"
 # Original Korean paragraphs in KorQuAD's format, written for the project: the embedded default (package data).
 SAMPLE_DIR = Path(str(importlib.resources.files("qg.data") / "sample"))
-
-_WHITESPACE = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """Unicode NFC; every run of whitespace (newlines, tabs, no-break spaces) one space; no space at either end."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
 
 @dataclass
 class KorQuADSource:
@@ -167,7 +159,7 @@ def _parquet_snapshot(repo_id: str) -> Path:
 
 
 def parse_korquad(source: KorQuADSource, strict: bool = False) -> tuple[list[Paragraph], ParseReport]:
-    """Paragraphs of one KorQuAD source, normalised (see `normalize_text`), in the order of the file.
+    """Paragraphs of one KorQuAD source, normalised (see `qg.text.normalize_text`), in the order of the file.
 
     An answer is misaligned when, after normalisation, its `answer_start` does not point at its text. With
     `strict` that is a `UserError`; otherwise the answer moves to the occurrence of its text nearest the claimed
@@ -250,7 +242,7 @@ def _locate_answer(raw_context: str, context: str, raw_text: str, raw_start: int
         start = raw_start
     else:
         # The normalised text before the answer is as long as the answer's offset in the normalised context.
-        start = len(_WHITESPACE.sub(" ", unicodedata.normalize("NFC", raw_context[:raw_start])).lstrip())
+        start = normalized_offset(raw_context, raw_start)
     if raw_start >= 0 and context.startswith(text, start):
         return text, start, False
     occurrences = [m.start() for m in re.finditer(re.escape(text), context)]

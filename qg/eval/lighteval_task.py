@@ -67,11 +67,38 @@ lighteval 0.13 problems met here, and the way around each:
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from qg.cli import UserError
+from qg.data.schema import SAMPLE_BUILD_COMMAND, data_file_pattern
+from qg.eval.config import GENERATION_DEFAULTS, MAX_CONTEXT_TOKENS
+from qg.eval.metrics import group_by_sentence, korean_scores, qgbench_scores
+from qg.eval.runner import answer_sentence
+from qg.generate import select_questions, text_before_end_of_turn
+from qg.models.loading import load_tokenizer
+from qg.prompt import encode_prompt, end_of_turn_id
+
+# Every workaround above reads or patches lighteval internals of this release (Registry.load_all_task_configs and
+# _extract_configs, a corpus aggregation returning a dict, ModelResponse's token fields): another release can break
+# them silently, so it is refused before any of them is imported.
+SUPPORTED_LIGHTEVAL = "0.13"
+
+
+def check_lighteval_version() -> None:
+    """Raise ImportError naming the supported release when the installed lighteval is another one."""
+    installed = importlib.metadata.version("lighteval")
+    if installed.split(".")[:2] != SUPPORTED_LIGHTEVAL.split("."):
+        raise ImportError(f"qg.eval.lighteval_task works with lighteval {SUPPORTED_LIGHTEVAL}.x, whose internals it "
+                          f"patches; lighteval {installed} is installed: "
+                          f"pip install 'lighteval=={SUPPORTED_LIGHTEVAL}.*'")
+
+
+check_lighteval_version()
 
 from lighteval.metrics.metrics_corpus import CorpusLevelComputation
 from lighteval.metrics.metrics_sample import SampleLevelComputation
@@ -81,18 +108,9 @@ from lighteval.tasks.lighteval_task import LightevalTaskConfig
 from lighteval.tasks.registry import Registry
 from lighteval.tasks.requests import Doc, SamplingMethod
 
-from qg.cli import UserError
-from qg.data.schema import SAMPLE_BUILD_COMMAND, data_file_pattern
-from qg.eval.metrics import group_by_sentence, korean_scores, qgbench_scores
-from qg.eval.runner import answer_sentence
-from qg.generate import select_questions, text_before_end_of_turn
-from qg.models.loading import load_tokenizer
-from qg.prompt import encode_prompt, end_of_turn_id
-
 TASK_NAME = "korquad_qg"
-# evaluate_qg.py's --max-new-tokens default and QuestionGenerator's paragraph budget (tests check both).
-MAX_NEW_TOKENS = 64
-MAX_CONTEXT_TOKENS = 1024
+# evaluate_qg.py's decoding length and paragraph budget, both QuestionGenerator's defaults.
+MAX_NEW_TOKENS = GENERATION_DEFAULTS["max_new_tokens"]
 QGBENCH_NAMES = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "meteor")
 KOREAN_NAMES = ("bleu_morpheme", "chrf")
 METRIC_NAMES = QGBENCH_NAMES + KOREAN_NAMES

@@ -4,6 +4,8 @@
         --output-dir outputs/demo/eval --compare-base                      # agnostic: 5 questions per paragraph
     qg-evaluate --model ORG/exaone-3.5-2.4b-korquad-qg-lora --dataset ORG/korquad-qg \
         --mode answer-aware --output-dir outputs/eval-qgbench               # QG-Bench's setting
+    qg-evaluate --config configs/eval-qgbench.yaml --model ORG/exaone-3.5-2.4b-korquad-qg-lora \
+        --dataset ORG/korquad-qg --output-dir outputs/eval-qgbench          # the same, from a recipe
     qg-evaluate --predictions preds.jsonl --output-dir outputs/scored   # score existing predictions
 
 Writes OUT/metrics.json (every score, 0-100) and OUT/after_outputs.json (per paragraph: input, expected_output,
@@ -17,44 +19,34 @@ Two modes, as the model is used:
 - answer-aware (QG-Bench's setting): one greedy question per (paragraph, answer), scored with QG-Bench's protocol
   (`group_by_sentence` + `score_predictions`), so our BLEU-4 / ROUGE-L / METEOR sit next to its Korean table.
 
-Generations are appended to `predictions.jsonl` paragraph by paragraph, so an interrupted run resumes where it
-stopped; the run settings are kept in `run.json` and a resume with other settings is refused.
+Generations are appended to `predictions.jsonl` batch by batch, so an interrupted run resumes where it stopped,
+with the very questions an uninterrupted run writes (batches are fixed slices of the split, each with its own
+seed); the run settings are kept in `run.json` and a resume with other settings is refused. Settings are an
+`EvalConfig` (qg/eval/config.py): a YAML recipe (`--config`) and flags, checked before anything is written.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
+import math
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from qg.cli import UserError, command
+from qg.config import parse_config
 from qg.data.build import load_qg_dataset
+from qg.eval.config import OUTPUT_ONLY_FIELDS, EvalConfig
 from qg.eval.metrics import QGBENCH_KO_MT5_BASE, group_by_sentence, score_predictions, score_recommendations
-from qg.io import atomic_write_json
+from qg.io import atomic_write_json, atomic_write_text, folder_lock, is_hub_id
+from qg.models.tiny import TINY_MODEL
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
-
-
-@dataclass
-class EvalSettings:
-    model: str
-    base: str | None
-    dataset: str
-    split: str
-    mode: str
-    num_questions: int
-    max_samples: int | None
-    compare_base: bool
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    seed: int
-    batch_size: int
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft's save_pretrained writes and publish.py uploads
 
 
 def answer_sentence(context: str, answer_start: int) -> str:
@@ -83,90 +75,174 @@ def dataset_revision(name_or_path: str) -> str | None:
         return None
 
 
-def _paragraphs(settings: EvalSettings) -> list[dict]:
+# ------------------------------------------------------------------------------------------------ checks first
+
+
+def check_config(config: EvalConfig) -> None:
+    """Refuse every mistake in `config` that can be seen without loading a model or the data: one line each."""
+    if (config.model is None) == (config.predictions is None):
+        raise UserError("give --model (with --dataset) to generate and score, or --predictions to score a file")
+    if config.output_dir is None:
+        raise UserError("--output-dir is required: the folder metrics.json and after_outputs.json go to")
+    if config.bertscore_model is not None and not Path(config.bertscore_model).is_dir():
+        raise UserError(f"--bertscore-model {config.bertscore_model}: no such folder (BERTScore reads a local model "
+                        "folder)")
+    if config.predictions is not None:
+        return
+    if config.dataset is None:
+        raise UserError("--model needs --dataset (a folder built by hub_dataset/build_dataset.py, or a Hub id)")
+    for flag, name in (("--model", config.model), ("--base", config.base)):
+        if name is not None and name != TINY_MODEL and not Path(name).expanduser().exists() and not is_hub_id(name):
+            raise UserError(f"{flag} {name}: no such folder, and not a Hub id (OWNER/NAME)")
+    if config.base is not None and Path(config.model).is_dir() and not (Path(config.model) / "adapter_config.json"
+                                                                         ).is_file():
+        raise UserError(f"{config.model} is not a peft adapter (no adapter_config.json), so --base has no use")
+    for name in ("num_questions", "max_new_tokens", "batch_size", "max_samples"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if not (math.isfinite(config.temperature) and config.temperature >= 0):
+        raise UserError(f"--temperature must be a number >= 0 (0 decodes greedily), got {config.temperature}")
+    if not (0 < config.top_p <= 1):  # also refuses nan, which compares false with everything
+        raise UserError(f"--top-p must be in (0, 1], got {config.top_p}")
+
+
+def load_paragraphs(config: EvalConfig) -> list[dict]:
     """Paragraph records to generate for: id, context, gold questions, and (answer-aware) one entry per answer."""
-    rows = load_qg_dataset(settings.dataset, "default")
-    if settings.split not in rows:
-        raise UserError(f"dataset {settings.dataset} has no split {settings.split!r}: it has {', '.join(rows)}")
-    rows = rows[settings.split]
-    if settings.max_samples:
-        rows = rows.select(range(min(settings.max_samples, len(rows))))
+    rows = load_qg_dataset(config.dataset, "default")
+    if config.split not in rows:
+        raise UserError(f"dataset {config.dataset} has no split {config.split!r}: it has {', '.join(rows)}")
+    rows = rows[config.split]
+    if config.max_samples:
+        rows = rows.select(range(min(config.max_samples, len(rows))))
     paragraphs = []
     for row in rows:
         record = {"id": row["id"], "context": row["context"], "questions": row["questions"]}
-        if settings.mode == "answer-aware":
+        if config.mode == "answer-aware":
             record["answers"] = [a["text"] for a in row["answers"]]
             record["sentences"] = [answer_sentence(row["context"], a["answer_start"]) for a in row["answers"]]
         paragraphs.append(record)
     return paragraphs
 
 
-def _generate(generator, paragraphs: list[dict], settings: EvalSettings) -> list[list[str]]:
-    """Questions per paragraph: N sampled (agnostic), or one greedy question per answer (answer-aware)."""
-    if settings.mode == "agnostic":
-        results = generator.generate([p["context"] for p in paragraphs], num_questions=settings.num_questions,
-                                     temperature=settings.temperature, top_p=settings.top_p,
-                                     max_new_tokens=settings.max_new_tokens, seed=settings.seed,
-                                     batch_size=settings.batch_size)
-        return [r.questions for r in results]
+# ---------------------------------------------------------------------------------------------------- generating
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """The sampling seed of batch `batch_index`: fixed by the batch alone, so a resumed run draws what an
+    uninterrupted one does, and independent across batches (numpy's SeedSequence mixes both numbers)."""
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
+
+
+def _generate(generator, paragraphs: list[dict], config: EvalConfig, seed: int) -> tuple[list[list[str]], list[bool]]:
+    """Questions per paragraph, N sampled (agnostic) or one greedy question per answer (answer-aware), and whether
+    each paragraph was cut to the token budget."""
+    if config.mode == "agnostic":
+        results = generator.generate([p["context"] for p in paragraphs], num_questions=config.num_questions,
+                                     temperature=config.temperature, top_p=config.top_p,
+                                     max_new_tokens=config.max_new_tokens, seed=seed, batch_size=config.batch_size)
+        return [r.questions for r in results], [r.truncated for r in results]
     contexts = [p["context"] for p in paragraphs for _ in p["answers"]]
     answers = [a for p in paragraphs for a in p["answers"]]
-    results = generator.generate(contexts, num_questions=1, answers=answers, temperature=0.0,
-                                 max_new_tokens=settings.max_new_tokens, seed=settings.seed,
-                                 batch_size=settings.batch_size, max_rounds=1)
-    flat = [r.questions[0] if r.questions else "" for r in results]
-    out, i = [], 0
+    results = iter(generator.generate(contexts, num_questions=1, answers=answers, temperature=0.0,
+                                      max_new_tokens=config.max_new_tokens, seed=seed, batch_size=config.batch_size,
+                                      max_rounds=1))
+    questions, truncated = [], []
     for p in paragraphs:
-        out.append(flat[i:i + len(p["answers"])])
-        i += len(p["answers"])
-    return out
+        mine = [next(results) for _ in p["answers"]]
+        questions.append([r.questions[0] if r.questions else "" for r in mine])
+        truncated.append(any(r.truncated for r in mine))
+    return questions, truncated
 
 
-def _load_done(path: Path) -> dict[str, dict]:
-    done = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut by the interruption: that paragraph is generated again
-            done[record["id"]] = record
+def read_predictions(path: Path, paragraphs: list[dict], compare_base: bool) -> list[dict]:
+    """The whole records of `predictions.jsonl`, paragraph by paragraph from the first: a line cut by an
+    interruption (even inside a character), or one for another paragraph, ends them."""
+    if not path.is_file():
+        return []
+    keys = {"id", "model_output", "truncated"} | ({"base_output"} if compare_base else set())
+    records = []
+    for line, paragraph in zip(path.read_bytes().split(b"\n"), paragraphs):
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            break
+        if not (isinstance(record, dict) and keys <= record.keys() and record["id"] == paragraph["id"]):
+            break
+        records.append(record)
+    return records
+
+
+def run_settings(config: EvalConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in OUTPUT_ONLY_FIELDS}
+
+
+def generate_predictions(config: EvalConfig, paragraphs: list[dict], load_generator) -> list[dict]:
+    """Generate (or resume) every paragraph's questions; returns the records of `predictions.jsonl`.
+
+    Batches are fixed slices of the split (paragraphs [k * batch_size, (k + 1) * batch_size)) sampled from
+    `batch_seed(seed, k)`; a resumed run starts again at the batch holding the first missing paragraph, so it
+    writes what an uninterrupted run would. run.json is written with the first predictions, after the models
+    loaded: a run that failed before leaves nothing that refuses the corrected command.
+    """
+    output_dir = Path(config.output_dir)
+    run_file, predictions_file = output_dir / "run.json", output_dir / "predictions.jsonl"
+    done = read_predictions(predictions_file, paragraphs, config.compare_base)
+    if done and (not run_file.is_file() or json.loads(run_file.read_text(encoding="utf-8")) != run_settings(config)):
+        raise UserError(f"{output_dir} holds an evaluation with other settings; choose another --output-dir")
+    if len(done) == len(paragraphs):
+        return done
+    size = config.batch_size
+    done = done[:len(done) // size * size]  # from the start of the batch that holds the first missing paragraph
+    generators = {"model": load_generator(config.model, config.base)}
+    if config.compare_base:
+        generators["base"] = load_generator(generators["model"].base_name, None)
+    atomic_write_json(run_file, run_settings(config))
+    atomic_write_text(predictions_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done))
+    with open(predictions_file, "a", encoding="utf-8") as out, tqdm(total=len(paragraphs), initial=len(done),
+                                                                     desc="generating", unit="paragraph") as bar:
+        for start in range(len(done), len(paragraphs), size):
+            batch = paragraphs[start:start + size]
+            seed = batch_seed(config.seed, start // size)
+            outputs = {name: _generate(g, batch, config, seed) for name, g in generators.items()}
+            questions, truncated = outputs["model"]
+            for i, paragraph in enumerate(batch):
+                record = {**paragraph, "model_output": questions[i], "truncated": truncated[i]}
+                if "base" in outputs:
+                    record["base_output"] = outputs["base"][0][i]
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                done.append(record)
+            out.flush()
+            bar.update(len(batch))
     return done
 
 
-def generate_predictions(settings: EvalSettings, output_dir: Path, load_generator) -> list[dict]:
-    """Generate (or resume) every paragraph's questions; returns the records of `predictions.jsonl`."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    run_file = output_dir / "run.json"
-    if run_file.is_file() and json.loads(run_file.read_text()) != asdict(settings):
-        raise UserError(f"{output_dir} holds an evaluation with other settings; choose another --output-dir")
-    atomic_write_json(run_file, asdict(settings))
-    paragraphs = _paragraphs(settings)
-    predictions_file = output_dir / "predictions.jsonl"
-    done = _load_done(predictions_file)
-    todo = [p for p in paragraphs if p["id"] not in done]
-    if done:
-        # Rewrite without a possibly cut last line before appending.
-        predictions_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()),
-                                    encoding="utf-8")
-    if todo:
-        generators = {"model": load_generator(settings.model, settings.base)}
-        if settings.compare_base:
-            generators["base"] = load_generator(generators["model"].base_name, None)
-        with open(predictions_file, "a", encoding="utf-8") as out, tqdm(total=len(paragraphs), initial=len(done),
-                                                                         desc="generating", unit="paragraph") as bar:
-            for start in range(0, len(todo), settings.batch_size):
-                chunk = todo[start:start + settings.batch_size]
-                outputs = {name: _generate(g, chunk, settings) for name, g in generators.items()}
-                for i, paragraph in enumerate(chunk):
-                    record = {**paragraph, "model_output": outputs["model"][i]}
-                    if "base" in outputs:
-                        record["base_output"] = outputs["base"][i]
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    done[paragraph["id"]] = record
-                out.flush()
-                bar.update(len(chunk))
-    return [done[p["id"]] for p in paragraphs]
+# ---------------------------------------------------------------------------------------------- what was evaluated
+
+
+def adapter_base(model: str, base: str | None) -> str | None:
+    """The base model an adapter was trained on (`base` when given, else its adapter config), or None when `model`
+    is not a peft adapter."""
+    from peft import PeftConfig
+
+    if model == TINY_MODEL:
+        return None
+    try:
+        adapter_base_name = PeftConfig.from_pretrained(model).base_model_name_or_path
+    except ValueError:  # peft's "Can't find 'adapter_config.json'": a merged or plain model
+        return None
+    return base or adapter_base_name
+
+
+def adapter_sha256(model: str) -> str:
+    """sha256 of the adapter's weights file: what publish.py checks against the adapter it uploads."""
+    path = Path(model) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(model, ADAPTER_WEIGHTS))
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def score_records(records: list[dict], mode: str, output: str, bertscore_model: str | None = None) -> dict:
@@ -204,39 +280,47 @@ def write_results(output_dir: Path, metrics: dict, records: list[dict]) -> None:
     atomic_write_json(output_dir / "metrics.json", metrics)
 
 
-def evaluate(settings: EvalSettings, output_dir: Path, bertscore_model: str | None = None) -> dict:
-    """Generate, score and write `metrics.json` + `after_outputs.json` for a model on a dataset split."""
-    from qg.generate import QuestionGenerator
+def evaluate(config: EvalConfig) -> dict:
+    """Generate, score and write `metrics.json` + `after_outputs.json` for a model on a dataset split.
 
-    generator_info = {}
+    Everything that can be wrong with `config`, the dataset or the split is refused before anything is written; two
+    evaluations into one folder at once are refused by `qg.io.folder_lock`.
+    """
+    check_config(config)
+    paragraphs = load_paragraphs(config)
+    base = adapter_base(config.model, config.base)
+    output_dir = Path(config.output_dir)
 
     def load_generator(model: str, base: str | None):
-        generator = QuestionGenerator.from_pretrained(model, base=base)
-        generator_info.setdefault("base_model", generator.base_name)
-        return generator
+        from qg.generate import QuestionGenerator
 
-    records = generate_predictions(settings, output_dir, load_generator)
-    metrics = {
-        "model": settings.model,
-        "base_model": generator_info.get("base_model", settings.base),
-        "dataset": settings.dataset,
-        "dataset_revision": dataset_revision(settings.dataset),
-        "split": settings.split,
-        "mode": settings.mode,
-        "tokenization": {"qgbench": "whitespace, lmqg hypothesis normalisation", "bleu_morpheme": "ko-mecab",
-                         "distinct": "mecab-ko morphemes", "grounding": "kiwipiepy content lemmas"},
-        "decoding": ({"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p,
-                      "num_questions": settings.num_questions} if settings.mode == "agnostic" else
-                     {"do_sample": False, "num_questions": 1}) | {"max_new_tokens": settings.max_new_tokens},
-        "seed": settings.seed,
-        "counts": {"paragraphs": len(records), "gold_questions": sum(len(r["questions"]) for r in records),
-                   "generated_questions": sum(len(r["model_output"]) for r in records)},
-        **score_records(records, settings.mode, "model_output", bertscore_model),
-        "qgbench_reference": {"model": "lmqg/mt5-base-koquad", **QGBENCH_KO_MT5_BASE},
-    }
-    if settings.compare_base:
-        metrics["base"] = score_records(records, settings.mode, "base_output", bertscore_model)
-    write_results(output_dir, metrics, records)
+        return QuestionGenerator.from_pretrained(model, base=base)
+
+    with folder_lock(output_dir):
+        records = generate_predictions(config, paragraphs, load_generator)
+        metrics = {
+            "model": config.model,
+            "adapter_sha256": None if base is None else adapter_sha256(config.model),
+            "base_model": config.model if base is None else base,
+            "dataset": config.dataset,
+            "dataset_revision": dataset_revision(config.dataset),
+            "split": config.split,
+            "mode": config.mode,
+            "tokenization": {"qgbench": "whitespace, lmqg hypothesis normalisation", "bleu_morpheme": "ko-mecab",
+                             "distinct": "mecab-ko morphemes", "grounding": "kiwipiepy content lemmas"},
+            "decoding": ({"do_sample": True, "temperature": config.temperature, "top_p": config.top_p,
+                          "num_questions": config.num_questions} if config.mode == "agnostic" else
+                         {"do_sample": False, "num_questions": 1}) | {"max_new_tokens": config.max_new_tokens},
+            "seed": config.seed,
+            "counts": {"paragraphs": len(records), "gold_questions": sum(len(r["questions"]) for r in records),
+                       "generated_questions": sum(len(r["model_output"]) for r in records),
+                       "truncated_contexts": sum(r["truncated"] for r in records)},
+            **score_records(records, config.mode, "model_output", config.bertscore_model),
+            "qgbench_reference": {"model": "lmqg/mt5-base-koquad", **QGBENCH_KO_MT5_BASE},
+        }
+        if config.compare_base:
+            metrics["base"] = score_records(records, config.mode, "base_output", config.bertscore_model)
+        write_results(output_dir, metrics, records)
     return metrics
 
 
@@ -244,8 +328,12 @@ def read_prediction_records(path: Path) -> list[dict]:
     """`{"prediction": str, "references": [str, ...], "context"?: str}` per line; a bad line is a `UserError`."""
     if not path.is_file():
         raise UserError(f"predictions file {path} not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the predictions as UTF-8") from None
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -262,70 +350,40 @@ def read_prediction_records(path: Path) -> list[dict]:
     return records
 
 
-def score_prediction_file(path: Path, output_dir: Path, bertscore_model: str | None = None) -> dict:
+def score_prediction_file(config: EvalConfig) -> dict:
+    """Score `config.predictions` (no model) into `config.output_dir`; the file is checked before anything is
+    written."""
+    check_config(config)
+    path, output_dir = Path(config.predictions), Path(config.output_dir)
     records = read_prediction_records(path)
-    metrics = {"predictions": str(path), "mode": "predictions", "counts": {"predictions": len(records)},
-               **score_predictions(records, bertscore_model=bertscore_model),
-               "qgbench_reference": {"model": "lmqg/mt5-base-koquad", **QGBENCH_KO_MT5_BASE}}
-    paragraphs = [{"id": str(i), "context": r.get("context", ""), "questions": r["references"],
-                   "model_output": [r["prediction"]]} for i, r in enumerate(records)]
-    write_results(output_dir, metrics, paragraphs)
+    with folder_lock(output_dir):
+        metrics = {"predictions": str(path), "mode": "predictions", "counts": {"predictions": len(records)},
+                   **score_predictions(records, bertscore_model=config.bertscore_model),
+                   "qgbench_reference": {"model": "lmqg/mt5-base-koquad", **QGBENCH_KO_MT5_BASE}}
+        paragraphs = [{"id": str(i), "context": r.get("context", ""), "questions": r["references"],
+                       "model_output": [r["prediction"]]} for i, r in enumerate(records)]
+        write_results(output_dir, metrics, paragraphs)
     return metrics
 
 
 # ----------------------------------------------------------------------------------------------------- command line
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="LoRA adapter folder or Hub id (base from its adapter_config.json), or a "
-                                        "plain model (folder, Hub id, or tiny-random-exaone).")
-    source.add_argument("--predictions", type=Path, metavar="FILE.jsonl",
-                        help='Score existing predictions instead: one {"prediction": str, "references": [str, ...],'
-                             ' "context": str (optional)} per line. No model is loaded.')
-    parser.add_argument("--base", help="Base model for the adapter, overriding its adapter_config.json.")
-    parser.add_argument("--dataset", help="Dataset built by hub_dataset/build_dataset.py (folder or Hub id).")
-    parser.add_argument("--split", default="test", help="Split to evaluate (default: test, the official dev set).")
-    parser.add_argument("--output-dir", type=Path, required=True, help="Where metrics.json and after_outputs.json go.")
-    parser.add_argument("--mode", choices=["agnostic", "answer-aware"], default="agnostic",
-                        help="agnostic: N sampled questions per paragraph vs all its gold questions (the product). "
-                             "answer-aware: one greedy question per answer, QG-Bench's protocol.")
-    parser.add_argument("--num-questions", type=int, default=5, help="Questions per paragraph (agnostic; default 5).")
-    parser.add_argument("--max-samples", type=int, help="Evaluate only the first N paragraphs of the split.")
-    parser.add_argument("--compare-base", action="store_true",
-                        help="Also generate with the base model alone and score it (before/after).")
-    parser.add_argument("--temperature", type=float, default=0.8, help="Sampling temperature (agnostic; default 0.8).")
-    parser.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p (agnostic; default 0.95).")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="Longest question in tokens (default 64).")
-    parser.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
-    parser.add_argument("--batch-size", type=int, default=8, help="Paragraphs generated together (default 8).")
-    parser.add_argument("--bertscore-model", help="Local model folder for BERTScore (skipped without it).")
-    args = parser.parse_args(argv)
-    if args.model and not args.dataset:
-        raise UserError("--model needs --dataset (a folder built by hub_dataset/build_dataset.py, or a Hub id)")
-    for name in ("num_questions", "max_samples", "max_new_tokens", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    return args
+def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    """`--config RECIPE.yaml` plus flag overrides, as qg-train parses its recipe (`qg.config.parse_config`)."""
+    config, _ = parse_config(EvalConfig, argv, description=__doc__)
+    check_config(config)
+    return config
 
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.predictions:
-        metrics = score_prediction_file(args.predictions, args.output_dir, args.bertscore_model)
-    else:
-        settings = EvalSettings(
-            model=args.model, base=args.base, dataset=args.dataset, split=args.split, mode=args.mode,
-            num_questions=args.num_questions, max_samples=args.max_samples, compare_base=args.compare_base,
-            temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
-            batch_size=args.batch_size)
-        metrics = evaluate(settings, args.output_dir, args.bertscore_model)
+    config = parse_args(argv)
+    metrics = score_prediction_file(config) if config.predictions else evaluate(config)
     headline = metrics.get("qgbench") or (metrics.get("recommendation") or {}).get("best_match")
+    output_dir = Path(config.output_dir)
     print(f"scores: {headline}")
-    print(f"wrote {args.output_dir / 'metrics.json'} and {args.output_dir / 'after_outputs.json'}")
+    print(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'after_outputs.json'}")
 
 
 if __name__ == "__main__":
