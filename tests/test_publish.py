@@ -19,6 +19,7 @@ import httpx2
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
+from fake_hub import FakeHub
 from test_model_card import python_blocks, write_evaluation
 
 import qg.data.build
@@ -38,6 +39,9 @@ SAMPLE = REPO / "hub_dataset" / "sample"
 _spec = importlib.util.spec_from_file_location("publish_script", REPO / "publish.py")
 publish_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(publish_script)
+_spec = importlib.util.spec_from_file_location("build_dataset_script", REPO / "hub_dataset" / "build_dataset.py")
+build_dataset_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_dataset_script)
 
 MODEL_REPO, SPACE_REPO, DATASET_REPO = "owner/tiny-qg-lora", "owner/tiny-qg", "owner/korquad-qg-sample"
 BASE_REPO = f"owner/{TINY_MODEL}-llama"  # the default: the model repo's owner, the base's name, -llama
@@ -285,37 +289,35 @@ def test_offline_staging_never_writes_or_prints_the_token(staged):
     assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
 
 
-def test_online_publish_uploads_exactly_the_staged_folders(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
-    hub, calls = {}, []  # (repo type, repo id) -> the files it received
+def sent_files_match_manifest(hub: FakeHub, staging: Path) -> None:
+    """Every repository of manifest.json received exactly its listed files, each with the listed size and sha256."""
+    manifest = json.loads((staging / "manifest.json").read_text())
+    for repo in manifest["repos"].values():
+        sent = hub.repos[repo["repo_type"], repo["repo_id"]]
+        assert sorted(sent) == [f["path"] for f in repo["files"]]
+        for entry in repo["files"]:
+            content = sent[entry["path"]]
+            assert (len(content), hashlib.sha256(content).hexdigest()) == (entry["size"], entry["sha256"])
 
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create", repo_id, kwargs["repo_type"], kwargs["private"], kwargs.get("space_sdk")))
 
-    def upload_folder(self, *, repo_id, folder_path, repo_type, **kwargs):
-        calls.append(("upload", repo_id, repo_type, kwargs["delete_patterns"]))
-        hub[repo_type, repo_id] = files_of(Path(folder_path))
-
-    def push_qg_dataset(folder, repo_id, *, private, token):
-        calls.append(("push_dataset", repo_id, private, token == FAKE_TOKEN))
-        hub["dataset", repo_id] = files_of(Path(folder))
-
+def test_online_publish_sends_exactly_the_manifest_files(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
+    hub = FakeHub(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **k: {"name": "owner"})
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(qg.data.build, "push_qg_dataset", push_qg_dataset)
     staging = tmp_path / "staging"
     code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base",
                                        "--private"))
     assert code == 0, err
-    assert calls == [
-        ("create", "owner/the-base", "model", True, None), ("upload", "owner/the-base", "model", "*"),
-        ("create", DATASET_REPO, "dataset", True, None), ("push_dataset", DATASET_REPO, True, True),
-        ("create", MODEL_REPO, "model", True, None), ("upload", MODEL_REPO, "model", "*"),
-        ("create", SPACE_REPO, "space", True, "streamlit"), ("upload", SPACE_REPO, "space", "*")]
-    staged_repos = [("base", "model", "owner/the-base"), ("dataset", "dataset", DATASET_REPO),
-                    ("model", "model", MODEL_REPO), ("space", "space", SPACE_REPO)]
-    assert {(t, r): files_of(staging / name) for name, t, r in staged_repos} == hub
+    assert hub.calls == [
+        ("whoami",),
+        ("create_repo", "owner/the-base", "model", True, None), ("upload_folder", "owner/the-base", "model", "*"),
+        ("create_repo", DATASET_REPO, "dataset", True, None), ("upload_folder", DATASET_REPO, "dataset", "*"),
+        ("create_repo", MODEL_REPO, "model", True, None), ("upload_folder", MODEL_REPO, "model", "*"),
+        ("create_repo", SPACE_REPO, "space", True, "streamlit"), ("upload_folder", SPACE_REPO, "space", "*")]
+    assert sorted(hub.repos) == [("dataset", DATASET_REPO), ("model", "owner/the-base"), ("model", MODEL_REPO),
+                                 ("space", SPACE_REPO)]
+    sent_files_match_manifest(hub, staging)
+    assert hub.repos["dataset", DATASET_REPO]["data/pairs/train-00000-of-00001.parquet"] == \
+        (dataset_dir / "data" / "pairs" / "train-00000-of-00001.parquet").read_bytes()  # as built, not re-encoded
     assert json.loads((staging / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "owner/the-base"
     assert SpaceCard.load(staging / "space" / "README.md").data.models[1] == "owner/the-base"
@@ -324,12 +326,26 @@ def test_online_publish_uploads_exactly_the_staged_folders(tmp_path, monkeypatch
     assert f"published model   https://huggingface.co/{MODEL_REPO}" in out
 
     # Without --staging-dir: a temporary staging in the qg cache, the same uploads, nothing left behind.
-    first, calls[:] = dict(hub), []
+    first, hub.calls[:] = dict(hub.repos), []
     monkeypatch.setenv("QG_CACHE", str(tmp_path / "cache"))
     args = publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base", "--private")
     code, _, err = cli(*args[:args.index("--staging-dir")], *args[args.index("--staging-dir") + 2:])
     assert code == 0, err
-    assert hub == first and len(calls) == 8 and list((tmp_path / "cache").iterdir()) == []
+    assert hub.repos == first and len(hub.calls) == 9 and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_build_dataset_push_uploads_the_folder_publish_stages(tmp_path, monkeypatch, staged):
+    """build_dataset.py --push-to-hub sends the files publish.py stages for a dataset repo: the parquet files as
+    written, in one upload_folder commit."""
+    hub = FakeHub(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    out = tmp_path / "dataset"
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        run(lambda: build_dataset_script.main(["--sample", "--output-dir", str(out), "--push-to-hub", DATASET_REPO]))
+    assert hub.calls == [("create_repo", DATASET_REPO, "dataset", False, None),
+                         ("upload_folder", DATASET_REPO, "dataset", "*")]
+    assert hub.repos["dataset", DATASET_REPO] == files_of(staged[0] / "dataset")  # the same build, staged alike
+    assert f"pushed to https://huggingface.co/datasets/{DATASET_REPO}" in stdout.getvalue()
 
 
 def one_error_line(code: int, err: str, starts: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from qg.data.schema import CONFIGS, QGDatasetBuild, data_file_pattern
 
 LICENSE_NAME = "cc-by-nd-2.0-kr"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nd/2.0/kr/"
+# What the card's examples load when the build was made without --push-to-hub; staging names the real repo.
+REPO_PLACEHOLDER = "ORG/NAME"
 SPLIT_SOURCES = {
     "train": "official train set, minus the validation articles",
     "validation": "articles drawn from the official train set",
@@ -42,6 +45,17 @@ def dataset_card(build: QGDatasetBuild) -> DatasetCard:
     return DatasetCard(f"---\n{metadata.to_yaml()}\n---\n\n{_body(build)}")
 
 
+def stage_dataset_repo(build_dir: Path, out: Path, repo_id: str) -> Path:
+    """Write to `out` what the dataset repository `repo_id` receives: the build's data/ and its card, whose examples
+    load `repo_id`; returns `out`."""
+    out.mkdir()
+    shutil.copytree(build_dir / "data", out / "data")
+    card = DatasetCard.load(build_dir / "README.md")
+    card.text = card.text.replace(f'"{REPO_PLACEHOLDER}"', f'"{repo_id}"')
+    card.save(out / "README.md")
+    return out
+
+
 def size_category(rows: int) -> str:
     """The Hub's size bucket for a number of rows (here: questions, the rows of the `pairs` config)."""
     for bound, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]:
@@ -52,7 +66,7 @@ def size_category(rows: int) -> str:
 
 def _body(build: QGDatasetBuild) -> str:
     splits = build.splits
-    repo = build.hub_repo_id or "ORG/NAME"
+    repo = build.hub_repo_id or REPO_PLACEHOLDER
     rows = [f"| {split} | {SPLIT_SOURCES[split]} | {len({p.title for p in paragraphs}):,} | {len(paragraphs):,} | "
             f"{sum(len(p.questions) for p in paragraphs):,} |" for split, paragraphs in splits.items()]
     lengths = []

@@ -26,12 +26,13 @@ file). Online publishing stages first and uploads those folders, so `--offline` 
 - `base/`: the Llama-format base the adapter was trained on (a converted EXAONE-3.5, or the tiny model) with a card,
   so that plain `PeftModel.from_pretrained` works for anyone. A base that is a Hub model transformers loads
   natively is referenced as it is, and no base repository is made;
-- `dataset/` (with a dataset folder): the built dataset's README.md and data/, pushed with `qg.data.push_qg_dataset`;
+- `dataset/` (with a dataset folder): the built dataset's README.md and data/ (`qg.data.card.stage_dataset_repo`);
 - `model/`: the adapter, its adapter_config.json pointing at the base repository, tokenizer, card (README.md), loss
   curve, training config and log, metrics.json and after_outputs.json;
 - `space/`: space/* with the `qg` package next to app.py, naming the adapter (and the repositories above) in its
   card's metadata and app.py's `PUBLISHED_ADAPTER`.
-That is also the upload order: a repository is on the Hub before anything that points at it.
+That is also the upload order: a repository is on the Hub before anything that points at it. Each folder goes up
+with `qg.hub.upload.push_folder` (`HfApi.upload_folder`, one commit), as `build_dataset.py --push-to-hub` does.
 """
 
 from __future__ import annotations
@@ -46,16 +47,15 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
-from huggingface_hub import DatasetCard, HfApi, SpaceCard
+from huggingface_hub import HfApi, SpaceCard
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from qg.cli import UserError, command, one_line
+from qg.cli import UserError, command
+from qg.data.card import stage_dataset_repo
 from qg.hub.model_card import (
     EVAL_FILES,
     RUN_FILES,
@@ -66,6 +66,7 @@ from qg.hub.model_card import (
     render_base_card,
     write_model_card,
 )
+from qg.hub.upload import hub_errors, push_folder
 from qg.io import atomic_dir, atomic_write_json
 from qg.models.exaone import TOKENIZER_FILES
 
@@ -76,6 +77,7 @@ FOLDERS = ("base", "dataset", "model", "space")  # the upload order
 # Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
 PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
 APP_CONSTANT = "PUBLISHED_ADAPTER"
+OFFLINE_HINT = "`--offline --staging-dir DIR` writes what would be uploaded without the Hub"
 
 
 @dataclass
@@ -113,9 +115,9 @@ def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_
             staging_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir()))) / "staging"
         manifest = stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, private=private)
         api = HfApi(token=token)
-        with hub_errors("reaching the Hugging Face Hub", token):
+        with hub_errors("reaching the Hugging Face Hub failed", OFFLINE_HINT):
             api.whoami()
-        upload(staging_dir, api, token)
+        upload(staging_dir, api)
     return manifest
 
 
@@ -147,7 +149,7 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
             stage_base(out / "base", base_folder, base_repo=base_model, run=run, adapter_repo=repos.model)
             manifest["repos"]["base"] = folder_manifest(out / "base", base_model, "model")
         if dataset_dir is not None:
-            stage_dataset(out / "dataset", Path(dataset_dir), dataset_repo)
+            stage_dataset_repo(Path(dataset_dir), out / "dataset", dataset_repo)
             manifest["repos"]["dataset"] = folder_manifest(out / "dataset", dataset_repo, "dataset")
         stage_model(out / "model", run, evaluation, model_repo=repos.model, base_model=base_model,
                     dataset_repo=dataset_repo, space_repo=repos.space)
@@ -159,35 +161,16 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
     return manifest
 
 
-def upload(staging_dir: str | Path, api: HfApi, token: str) -> None:
-    """Create each repository of the staged manifest and make its files the staged folder's (remote files that are
-    not staged are deleted, .gitattributes excepted); the dataset goes through `qg.data.push_qg_dataset`."""
-    from qg.data.build import push_qg_dataset
-
+def upload(staging_dir: str | Path, api: HfApi) -> None:
+    """Create each repository of the staged manifest and make its files the staged folder's, one commit each
+    (remote files that are not staged are deleted, .gitattributes excepted)."""
     staging_dir = Path(staging_dir)
     manifest = json.loads((staging_dir / MANIFEST).read_text())
     for name, repo in manifest["repos"].items():
-        folder = staging_dir / name
-        with hub_errors(f"publishing {repo['repo_id']}", token):
-            api.create_repo(repo["repo_id"], repo_type=repo["repo_type"], private=manifest["private"],
-                            exist_ok=True, space_sdk=repo.get("space_sdk"))
-            if name == "dataset":
-                push_qg_dataset(folder, repo["repo_id"], private=manifest["private"], token=token)
-            else:
-                api.upload_folder(repo_id=repo["repo_id"], repo_type=repo["repo_type"], folder_path=folder,
-                                  commit_message=f"Publish the {name} with publish.py", delete_patterns="*")
-
-
-@contextlib.contextmanager
-def hub_errors(action: str, token: str) -> Iterator[None]:
-    """Network, HTTP and repo-id errors as one `UserError` line; the token never appears in it."""
-    try:
-        yield
-    except (OSError, httpx2.HTTPError, HFValidationError) as err:
-        # The message comes from the HTTP stack; whatever it echoes, the token is cut out.
-        message = one_line(err).replace(token, "<token>")
-        raise UserError(f"{action} failed ({message}); `--offline --staging-dir DIR` writes what would be "
-                        "uploaded without the Hub") from None
+        with hub_errors(f"publishing {repo['repo_id']} failed", OFFLINE_HINT):
+            push_folder(api, staging_dir / name, repo["repo_id"], repo["repo_type"], private=manifest["private"],
+                        commit_message=f"Publish the {name} with publish.py", space_sdk=repo.get("space_sdk"),
+                        space_variables=repo.get("space_variables"))
 
 
 # ------------------------------------------------------------------------------------------------------ checks
@@ -280,15 +263,6 @@ def stage_base(out: Path, base_folder: Path, *, base_repo: str, run: TrainingRun
             link_or_copy(file, out / file.name)
     render_base_card(base_repo=base_repo, original_base=run.config["model"], adapter_repo=adapter_repo,
                      is_tiny=run.is_tiny).save(out / "README.md")
-
-
-def stage_dataset(out: Path, dataset_dir: Path, dataset_repo: str) -> None:
-    """README.md and data/ of the build; the card's examples name the repo (a build made without one says ORG/NAME)."""
-    out.mkdir()
-    shutil.copytree(dataset_dir / "data", out / "data")
-    card = DatasetCard.load(dataset_dir / "README.md")
-    card.text = PLACEHOLDER.sub(dataset_repo, card.text)
-    card.save(out / "README.md")
 
 
 def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
