@@ -246,23 +246,22 @@ def test_card_code_runs_as_written(staged, hub_cache, tmp_path):
     assert out["prompt"] == encode_prompt(tokenizer, EXAMPLE_PARAGRAPH).input_ids  # the prompt it was trained on
 
 
-def test_space_folder_names_the_published_repos(staged):
+def test_space_folder_is_space_as_it_is_but_its_card_and_names_the_adapter_in_a_variable(staged):
     space = staged[0] / "space"
     source = {name: content for name, content in files_of(REPO / "space").items() if "__pycache__" not in name}
     package = {f"qg/{name}": content for name, content in files_of(REPO / "qg").items() if "__pycache__" not in name}
     staged_files = files_of(space)
     assert set(staged_files) == set(source) | set(package)
     assert all(staged_files[name] == content for name, content in package.items())
-    assert all(staged_files[name] == source[name] for name in source if name not in ("app.py", "README.md"))
+    assert {name for name in source if staged_files[name] != source[name]} == {"README.md"}  # app.py as it is
     card = SpaceCard.load(space / "README.md").data
     assert card.models[:2] == [MODEL_REPO, BASE_REPO] and card.datasets[0] == DATASET_REPO
-    assert card.sdk == "streamlit" and card.app_file == "app.py"
-    app = (space / "app.py").read_text()
-    assert f'PUBLISHED_ADAPTER = "{MODEL_REPO}"' in app
-    original = (REPO / "space" / "app.py").read_text().splitlines()
-    assert [line for line in app.splitlines() if line not in original] == [f'PUBLISHED_ADAPTER = "{MODEL_REPO}"']
     text = (space / "README.md").read_text()
     assert "ORG/" not in text and f"https://huggingface.co/{MODEL_REPO}" in text
+    # app.py loads os.environ["QG_MODEL"]: the Space variable publishing sets.
+    manifest = json.loads((staged[0] / "manifest.json").read_text())
+    assert manifest["repos"]["space"]["space_variables"] == {"QG_MODEL": MODEL_REPO}
+    assert 'os.environ.get("QG_MODEL"' in (space / "app.py").read_text()
 
 
 def test_dataset_folder_is_the_build_with_its_card_naming_the_repo(staged, dataset_dir):
@@ -312,7 +311,8 @@ def test_online_publish_sends_exactly_the_manifest_files(tmp_path, monkeypatch, 
         ("create_repo", "owner/the-base", "model", True, None), ("upload_folder", "owner/the-base", "model", "*"),
         ("create_repo", DATASET_REPO, "dataset", True, None), ("upload_folder", DATASET_REPO, "dataset", "*"),
         ("create_repo", MODEL_REPO, "model", True, None), ("upload_folder", MODEL_REPO, "model", "*"),
-        ("create_repo", SPACE_REPO, "space", True, "streamlit"), ("upload_folder", SPACE_REPO, "space", "*")]
+        ("create_repo", SPACE_REPO, "space", True, "streamlit"),
+        ("add_space_variable", SPACE_REPO, "QG_MODEL", MODEL_REPO), ("upload_folder", SPACE_REPO, "space", "*")]
     assert sorted(hub.repos) == [("dataset", DATASET_REPO), ("model", "owner/the-base"), ("model", MODEL_REPO),
                                  ("space", SPACE_REPO)]
     sent_files_match_manifest(hub, staging)
@@ -331,7 +331,7 @@ def test_online_publish_sends_exactly_the_manifest_files(tmp_path, monkeypatch, 
     args = publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base", "--private")
     code, _, err = cli(*args[:args.index("--staging-dir")], *args[args.index("--staging-dir") + 2:])
     assert code == 0, err
-    assert hub.repos == first and len(hub.calls) == 9 and list((tmp_path / "cache").iterdir()) == []
+    assert hub.repos == first and len(hub.calls) == 10 and list((tmp_path / "cache").iterdir()) == []
 
 
 def test_build_dataset_push_uploads_the_folder_publish_stages(tmp_path, monkeypatch, staged):

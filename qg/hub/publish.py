@@ -29,8 +29,8 @@ file). Online publishing stages first and uploads those folders, so `--offline` 
 - `dataset/` (with a dataset folder): the built dataset's README.md and data/ (`qg.data.card.stage_dataset_repo`);
 - `model/`: the adapter, its adapter_config.json pointing at the base repository, tokenizer, card (README.md), loss
   curve, training config and log, metrics.json and after_outputs.json;
-- `space/`: space/* with the `qg` package next to app.py, naming the adapter (and the repositories above) in its
-  card's metadata and app.py's `PUBLISHED_ADAPTER`.
+- `space/`: space/* with the `qg` package next to app.py, unchanged but for its card, which names the adapter (and
+  the repositories above) in its metadata; the Space variable QG_MODEL (in manifest.json) gives app.py the adapter.
 That is also the upload order: a repository is on the Hub before anything that points at it. Each folder goes up
 with `qg.hub.upload.push_folder` (`HfApi.upload_folder`, one commit), as `build_dataset.py --push-to-hub` does.
 """
@@ -38,7 +38,6 @@ with `qg.hub.upload.push_folder` (`HfApi.upload_folder`, one commit), as `build_
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import hashlib
 import importlib.resources
@@ -76,7 +75,8 @@ MANIFEST = "manifest.json"
 FOLDERS = ("base", "dataset", "model", "space")  # the upload order
 # Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
 PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
-APP_CONSTANT = "PUBLISHED_ADAPTER"
+# The environment variable app.py reads its model from; publishing sets it as a Space variable.
+MODEL_VARIABLE = "QG_MODEL"
 OFFLINE_HINT = "`--offline --staging-dir DIR` writes what would be uploaded without the Hub"
 
 
@@ -154,9 +154,10 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
         stage_model(out / "model", run, evaluation, model_repo=repos.model, base_model=base_model,
                     dataset_repo=dataset_repo, space_repo=repos.space)
         manifest["repos"]["model"] = folder_manifest(out / "model", repos.model, "model")
-        stage_space(out / "space", model_repo=repos.model,
-                    base_repo=base_model if base_folder is not None else None, dataset_repo=dataset_repo)
-        manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk="streamlit")
+        variables = stage_space(out / "space", model_repo=repos.model,
+                                base_repo=base_model if base_folder is not None else None, dataset_repo=dataset_repo)
+        manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk="streamlit",
+                                                     space_variables=variables)
         atomic_write_json(out / MANIFEST, manifest)
     return manifest
 
@@ -284,23 +285,19 @@ def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_re
                      dataset_repo=dataset_repo, space_repo=space_repo)
 
 
-def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_repo: str) -> None:
-    """space/ (.streamlit/ included) plus the qg package; its card's models/datasets and app.py's adapter name the
-    published repos."""
+def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_repo: str) -> dict[str, str]:
+    """space/ (.streamlit/ included) plus the qg package, as they are, but for the card, whose models and datasets
+    name the published repos; returns the Space's variables, which tell app.py the adapter to load."""
     bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(SPACE_SOURCE, out, ignore=bytecode)
     shutil.copytree(PACKAGE_SOURCE, out / "qg", ignore=bytecode)
 
-    app = out / "app.py"
-    source, placeholder = replace_string_constant(app.read_text(encoding="utf-8"), APP_CONSTANT, model_repo)
-    app.write_text(source, encoding="utf-8")
-
     card = SpaceCard.load(out / "README.md")
-    # The card's placeholders: the adapter's (app.py's constant), and dataset ids under ORG/.
-    renamed = {placeholder: model_repo}
+    # The card's placeholders: its first model is the adapter's, and dataset ids under ORG/.
+    renamed = {card.data.models[0]: model_repo}
     renamed |= {d: dataset_repo for d in card.data.datasets or [] if PLACEHOLDER.fullmatch(d)}
     card.data.models = list(dict.fromkeys([model_repo, *([base_repo] if base_repo else []),
-                                           *(renamed.get(m, m) for m in card.data.models or [])]))
+                                           *(renamed.get(m, m) for m in card.data.models)]))
     card.data.datasets = list(dict.fromkeys(renamed.get(d, d) for d in card.data.datasets or []))
     text = card.text
     for old, new in renamed.items():
@@ -308,28 +305,11 @@ def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_re
     card.text = text
     card.save(out / "README.md")
     published = {model_repo, base_repo, dataset_repo}  # placeholders themselves in an offline demo staging
-    for file in (out / "README.md", app):
-        left = sorted(set(PLACEHOLDER.findall(file.read_text(encoding="utf-8"))) - published)
-        if left:
-            raise UserError(f"space/{file.name} names {', '.join(left)}, which publishing cannot map to a real "
-                            f"repository (it knows {', '.join(renamed)}); use one of those placeholders")
-
-
-def replace_string_constant(source: str, name: str, value: str) -> tuple[str, str]:
-    """(`source` with the string assigned to module-level `name` replaced by `value`, the string it replaced);
-    everything else is left as it was, byte for byte."""
-    for node in ast.parse(source).body:
-        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-                and node.value.lineno == node.value.end_lineno):
-            string = node.value
-            lines = source.splitlines(keepends=True)
-            line = lines[string.lineno - 1].encode()  # ast column offsets count UTF-8 bytes
-            lines[string.lineno - 1] = (line[:string.col_offset] + json.dumps(value).encode()
-                                        + line[string.end_col_offset:]).decode()
-            return "".join(lines), string.value
-    raise UserError(f"space/app.py has no one-line `{name} = \"ORG/NAME\"`: publishing sets the Space's adapter "
-                    "there")
+    left = sorted(set(PLACEHOLDER.findall((out / "README.md").read_text(encoding="utf-8"))) - published)
+    if left:
+        raise UserError(f"space/README.md names {', '.join(left)}, which publishing cannot map to a real "
+                        f"repository (it knows {', '.join(renamed)}); use one of those placeholders")
+    return {MODEL_VARIABLE: model_repo}
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -340,7 +320,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def folder_manifest(folder: Path, repo_id: str, repo_type: str, **create: str) -> dict:
+def folder_manifest(folder: Path, repo_id: str, repo_type: str, **create: object) -> dict:
     """What the repository receives: every file of `folder`, with size and sha256."""
     files = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
