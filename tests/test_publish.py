@@ -248,12 +248,9 @@ def test_card_code_runs_as_written(staged, hub_cache, tmp_path):
 
 def test_space_folder_is_space_as_it_is_but_its_card_and_names_the_adapter_in_a_variable(staged):
     space = staged[0] / "space"
-    source = {name: content for name, content in files_of(REPO / "space").items() if "__pycache__" not in name}
-    package = {f"qg/{name}": content for name, content in files_of(REPO / "qg").items() if "__pycache__" not in name}
-    staged_files = files_of(space)
-    assert set(staged_files) == set(source) | set(package)
-    assert all(staged_files[name] == content for name, content in package.items())
-    assert {name for name in source if staged_files[name] != source[name]} == {"README.md"}  # app.py as it is
+    changed = {name for name, content in files_of(space).items()
+               if content != (REPO / ("space" if "/" not in name else "") / name).read_bytes()}
+    assert changed == {"README.md"}  # app.py and the qg modules as they are
     card = SpaceCard.load(space / "README.md").data
     assert card.models[:2] == [MODEL_REPO, BASE_REPO] and card.datasets[0] == DATASET_REPO
     text = (space / "README.md").read_text()
@@ -262,6 +259,63 @@ def test_space_folder_is_space_as_it_is_but_its_card_and_names_the_adapter_in_a_
     manifest = json.loads((staged[0] / "manifest.json").read_text())
     assert manifest["repos"]["space"]["space_variables"] == {"QG_MODEL": MODEL_REPO}
     assert 'os.environ.get("QG_MODEL"' in (space / "app.py").read_text()
+
+
+STAGED_APP_DRIVER = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app.py", default_timeout=240).run()
+assert not at.exception, at.exception
+at.button[0].click().run()
+assert not at.exception, at.exception
+modules = sorted(m.__file__ for name, m in sys.modules.items() if name == "qg" or name.startswith("qg."))
+json.dump({"modules": modules, "model": [c.value for c in at.caption][0], "errors": [e.value for e in at.error],
+           "shown": len(at.code) + len(at.warning)}, open(sys.argv[1], "w"))
+"""
+
+
+def test_staged_space_runs_from_its_own_files_with_its_variable(staged, hub_cache, tmp_path):
+    """The staged Space, copied on its own and run headless as the Space runs it (app.py from its folder, the Space
+    variables in the environment, not this checkout on the path): it loads the published adapter, generates, and
+    every qg module it imports is a staged file; the staged qg modules are exactly those."""
+    space = shutil.copytree(staged[0] / "space", tmp_path / "space")
+    variables = json.loads((staged[0] / "manifest.json").read_text())["repos"]["space"]["space_variables"]
+    env = {**os.environ, **variables, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_TOKEN", None)
+    # -E: no PYTHONPATH (the checkout); -B: no bytecode written next to the staged files.
+    result = subprocess.run([sys.executable, "-E", "-B", "-c", STAGED_APP_DRIVER, str(tmp_path / "out.json")],
+                            cwd=space, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["errors"] == [] and out["shown"] > 0 and f"`{MODEL_REPO}`" in out["model"]
+    staged_modules = sorted(p.relative_to(space).as_posix() for p in (space / "qg").rglob("*.py"))
+    assert sorted(Path(m).resolve().relative_to(space.resolve()).as_posix() for m in out["modules"]) == \
+        staged_modules
+
+
+def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monkeypatch, run_dir, eval_dir,
+                                                                 dataset_dir):
+    package = shutil.copytree(REPO / "qg", tmp_path / "source" / "qg", ignore=shutil.ignore_patterns("__pycache__"))
+    planted = [package / "space" / ".streamlit" / "secrets.toml", package / ".env", package / "x.py~",
+               package / "space" / ".env"]
+    for file in planted:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f'HF_TOKEN = "{FAKE_TOKEN}"\n')
+    monkeypatch.setattr(qg.hub.publish, "PACKAGE_SOURCE", package)
+    monkeypatch.setattr(qg.hub.publish, "SPACE_SOURCE", package / "space")
+    staging = tmp_path / "staging"
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline"))
+    assert code == 0, err
+    space_files = set(files_of(staging / "space"))
+    assert {name for name in space_files if not name.startswith("qg/")} == set(qg.hub.publish.SPACE_FILES)
+    assert {name for name in space_files if name.startswith("qg/")} == {
+        "qg/__init__.py", "qg/cli.py", "qg/io.py", "qg/prompt.py", "qg/quality.py", "qg/generate.py",
+        "qg/data/__init__.py", "qg/data/korquad.py", "qg/models/__init__.py", "qg/models/exaone.py",
+        "qg/models/loading.py", "qg/models/tiny.py"}  # what app.py imports, directly or not
+    manifest = (staging / "manifest.json").read_text()
+    assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
+    assert all(f'"{name}"' not in manifest for name in ("secrets.toml", ".env", "x.py~", ".streamlit"))
+    assert "secrets.toml" not in manifest and ".env" not in manifest and "~" not in manifest
 
 
 def test_dataset_folder_is_the_build_with_its_card_naming_the_repo(staged, dataset_dir):

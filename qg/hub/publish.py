@@ -38,6 +38,7 @@ with `qg.hub.upload.push_folder` (`HfApi.upload_folder`, one commit), as `build_
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import hashlib
 import importlib.resources
@@ -75,6 +76,8 @@ MANIFEST = "manifest.json"
 FOLDERS = ("base", "dataset", "model", "space")  # the upload order
 # Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
 PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
+# What the Space runs, from space/; next to them go the qg modules app.py imports.
+SPACE_FILES = ("app.py", "requirements.txt", "README.md")
 # The environment variable app.py reads its model from; publishing sets it as a Space variable.
 MODEL_VARIABLE = "QG_MODEL"
 OFFLINE_HINT = "`--offline --staging-dir DIR` writes what would be uploaded without the Hub"
@@ -286,11 +289,19 @@ def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_re
 
 
 def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_repo: str) -> dict[str, str]:
-    """space/ (.streamlit/ included) plus the qg package, as they are, but for the card, whose models and datasets
-    name the published repos; returns the Space's variables, which tell app.py the adapter to load."""
-    bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(SPACE_SOURCE, out, ignore=bytecode)
-    shutil.copytree(PACKAGE_SOURCE, out / "qg", ignore=bytecode)
+    """SPACE_FILES of space/ and the qg modules app.py imports, as they are, but for the card, whose models and
+    datasets name the published repos; returns the Space's variables, which tell app.py the adapter to load.
+
+    An explicit list, not a copy of the folders: nothing else there (a .streamlit/secrets.toml, an .env, an
+    editor's backup) can reach a public repository.
+    """
+    out.mkdir()
+    for name in SPACE_FILES:
+        shutil.copy2(SPACE_SOURCE / name, out / name)
+    for module in imported_modules(SPACE_SOURCE / "app.py", PACKAGE_SOURCE):
+        target = out / "qg" / module.relative_to(PACKAGE_SOURCE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(module, target)
 
     card = SpaceCard.load(out / "README.md")
     # The card's placeholders: its first model is the adapter's, and dataset ids under ORG/.
@@ -310,6 +321,34 @@ def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_re
         raise UserError(f"space/README.md names {', '.join(left)}, which publishing cannot map to a real "
                         f"repository (it knows {', '.join(renamed)}); use one of those placeholders")
     return {MODEL_VARIABLE: model_repo}
+
+
+def imported_modules(script: Path, package: Path) -> list[Path]:
+    """The files of the modules of `package` (a folder, imported by its name) that `script` imports, directly or
+    through one another, with the __init__.py of each package on the way; imports inside functions count (they
+    run when the function does)."""
+    found: set[Path] = set()
+    todo = [script]
+    while todo:
+        for node in ast.walk(ast.parse(todo.pop().read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                # `from qg.x import y`: y is a module or a name in qg.x
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                top, *parts = name.split(".")
+                if top != package.name:
+                    continue
+                candidates = [package.joinpath(*parts[:i], "__init__.py") for i in range(len(parts) + 1)]
+                candidates.append(package.joinpath(*parts).with_suffix(".py") if parts else package / "__init__.py")
+                for file in candidates:
+                    if file.is_file() and file not in found:
+                        found.add(file)
+                        todo.append(file)
+    return sorted(found)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
