@@ -131,7 +131,7 @@ def test_manifest_lists_exactly_the_staged_files(staged):
     assert {name: (r["repo_id"], r["repo_type"]) for name, r in manifest["repos"].items()} == {
         "base": (BASE_REPO, "model"), "dataset": (DATASET_REPO, "dataset"), "model": (MODEL_REPO, "model"),
         "space": (SPACE_REPO, "space")}
-    assert manifest["repos"]["space"]["space_sdk"] == "streamlit" and manifest["private"] is False
+    assert manifest["repos"]["space"]["space_sdk"] == "docker" and manifest["private"] is False
     for name, repo in manifest["repos"].items():
         on_disk = files_of(staging / name)
         assert [f["path"] for f in repo["files"]] == list(on_disk)
@@ -261,6 +261,30 @@ def test_space_folder_is_space_as_it_is_but_its_card_and_names_the_adapter_in_a_
     assert 'os.environ.get("QG_MODEL"' in (space / "app.py").read_text()
 
 
+def test_space_is_a_docker_space_whose_card_names_the_published_repos(staged):
+    space = staged[0] / "space"
+    card = SpaceCard.load(space / "README.md").data
+    assert (card.sdk, card.app_port, card.get("suggested_hardware")) == ("docker", 8501, "cpu-basic")
+    assert card.models == [MODEL_REPO, BASE_REPO]  # the adapter and the base it loads on
+    assert card.get("preload_from_hub") == [MODEL_REPO, BASE_REPO]  # the weights app.py loads, fetched at build
+    assert card.datasets == [DATASET_REPO, "KorQuAD/squad_kor_v1"]
+    assert 0 < len(card.get("short_description")) <= 60  # the Hub's limit
+    assert card.get("sdk_version") is None and card.get("python_version") is None  # the Dockerfile decides
+    instructions = [line.split(maxsplit=1) for line in (space / "Dockerfile").read_text().replace("\\\n", " ")
+                    .splitlines() if line.strip() and not line.startswith("#")]
+    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    [useradd] = [args for op, args in instructions if op == "RUN" and "useradd" in args]
+    assert "-u 1000 user" in useradd
+    users = [args for op, args in instructions if op == "USER"]
+    assert users[-1] == "user"  # the app runs as uid 1000, not root
+    runs = [args for op, args in instructions if op == "RUN"]
+    assert any("pip install" in run and "-r requirements.txt" in run for run in runs)
+    [cmd] = [json.loads(args) for op, args in instructions if op == "CMD"]
+    assert cmd == ["streamlit", "run", "app.py", "--server.port", str(card.app_port), "--server.address", "0.0.0.0"]
+    copied = [args.split()[-2] for op, args in instructions if op == "COPY"]
+    assert all((space / source).exists() for source in copied)
+
+
 STAGED_APP_DRIVER = """
 import json, sys
 from streamlit.testing.v1 import AppTest
@@ -365,7 +389,7 @@ def test_online_publish_sends_exactly_the_manifest_files(tmp_path, monkeypatch, 
         ("create_repo", "owner/the-base", "model", True, None), ("upload_folder", "owner/the-base", "model", "*"),
         ("create_repo", DATASET_REPO, "dataset", True, None), ("upload_folder", DATASET_REPO, "dataset", "*"),
         ("create_repo", MODEL_REPO, "model", True, None), ("upload_folder", MODEL_REPO, "model", "*"),
-        ("create_repo", SPACE_REPO, "space", True, "streamlit"),
+        ("create_repo", SPACE_REPO, "space", True, "docker"),
         ("add_space_variable", SPACE_REPO, "QG_MODEL", MODEL_REPO), ("upload_folder", SPACE_REPO, "space", "*")]
     assert sorted(hub.repos) == [("dataset", DATASET_REPO), ("model", "owner/the-base"), ("model", MODEL_REPO),
                                  ("space", SPACE_REPO)]

@@ -77,7 +77,8 @@ FOLDERS = ("base", "dataset", "model", "space")  # the upload order
 # Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
 PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
 # What the Space runs, from space/; next to them go the qg modules app.py imports.
-SPACE_FILES = ("app.py", "requirements.txt", "README.md")
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", "Dockerfile")
+SPACE_SDK = "docker"  # Streamlit runs in a Docker Space: the Hub deprecated its Streamlit SDK
 # The environment variable app.py reads its model from; publishing sets it as a Space variable.
 MODEL_VARIABLE = "QG_MODEL"
 OFFLINE_HINT = "`--offline --staging-dir DIR` writes what would be uploaded without the Hub"
@@ -157,9 +158,9 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
         stage_model(out / "model", run, evaluation, model_repo=repos.model, base_model=base_model,
                     dataset_repo=dataset_repo, space_repo=repos.space)
         manifest["repos"]["model"] = folder_manifest(out / "model", repos.model, "model")
-        variables = stage_space(out / "space", model_repo=repos.model,
-                                base_repo=base_model if base_folder is not None else None, dataset_repo=dataset_repo)
-        manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk="streamlit",
+        variables = stage_space(out / "space", model_repo=repos.model, base_model=base_model,
+                                dataset_repo=dataset_repo)
+        manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk=SPACE_SDK,
                                                      space_variables=variables)
         atomic_write_json(out / MANIFEST, manifest)
     return manifest
@@ -288,9 +289,10 @@ def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_re
                      dataset_repo=dataset_repo, space_repo=space_repo)
 
 
-def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_repo: str) -> dict[str, str]:
-    """SPACE_FILES of space/ and the qg modules app.py imports, as they are, but for the card, whose models and
-    datasets name the published repos; returns the Space's variables, which tell app.py the adapter to load.
+def stage_space(out: Path, *, model_repo: str, base_model: str, dataset_repo: str) -> dict[str, str]:
+    """SPACE_FILES of space/ and the qg modules app.py imports, as they are, but for the card, whose models,
+    preload_from_hub and datasets name the published repos (`base_model`: the adapter's base, which app.py loads
+    too); returns the Space's variables, which tell app.py the adapter to load.
 
     An explicit list, not a copy of the folders: nothing else there (a .streamlit/secrets.toml, an .env, an
     editor's backup) can reach a public repository.
@@ -304,18 +306,21 @@ def stage_space(out: Path, *, model_repo: str, base_repo: str | None, dataset_re
         shutil.copy2(module, target)
 
     card = SpaceCard.load(out / "README.md")
-    # The card's placeholders: its first model is the adapter's, and dataset ids under ORG/.
-    renamed = {card.data.models[0]: model_repo}
-    renamed |= {d: dataset_repo for d in card.data.datasets or [] if PLACEHOLDER.fullmatch(d)}
-    card.data.models = list(dict.fromkeys([model_repo, *([base_repo] if base_repo else []),
-                                           *(renamed.get(m, m) for m in card.data.models)]))
-    card.data.datasets = list(dict.fromkeys(renamed.get(d, d) for d in card.data.datasets or []))
+    data = card.data
+    # The card's placeholders: its models are [adapter, base], as in preload_from_hub, its first dataset ours.
+    renamed = dict(zip(data.models or [], [model_repo, base_model])) | {(data.datasets or [""])[0]: dataset_repo}
+    renamed = {old: new for old, new in renamed.items() if PLACEHOLDER.fullmatch(old)}
+    data.models = [renamed.get(m, m) for m in data.models or []]
+    data.datasets = [renamed.get(d, d) for d in data.datasets or []]
+    # Each entry is "REPO [FILES [REVISION]]".
+    data["preload_from_hub"] = [" ".join([renamed.get(repo, repo), *rest])
+                                for repo, *rest in (entry.split() for entry in data.get("preload_from_hub") or [])]
     text = card.text
     for old, new in renamed.items():
         text = text.replace(old, new)  # links in the prose, e.g. https://huggingface.co/ORG/...
     card.text = text
     card.save(out / "README.md")
-    published = {model_repo, base_repo, dataset_repo}  # placeholders themselves in an offline demo staging
+    published = {model_repo, base_model, dataset_repo}  # placeholders themselves in an offline demo staging
     left = sorted(set(PLACEHOLDER.findall((out / "README.md").read_text(encoding="utf-8"))) - published)
     if left:
         raise UserError(f"space/README.md names {', '.join(left)}, which publishing cannot map to a real "
@@ -393,7 +398,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-repo", required=True, metavar="ORG/NAME",
                         help="Model repository of the adapter and its card.")
     parser.add_argument("--space-repo", required=True, metavar="ORG/NAME",
-                        help="Space repository (Streamlit SDK) for space/app.py and the qg package.")
+                        help="Space repository (a Docker Space running Streamlit) for space/app.py, its Dockerfile "
+                             "and the qg modules it imports.")
     parser.add_argument("--base-repo", metavar="ORG/NAME",
                         help="Model repository for the Llama-format base the adapter was trained on; the uploaded "
                              "adapter_config.json points there, so PeftModel.from_pretrained works for anyone. "
