@@ -58,3 +58,72 @@ def _as_list(patterns: str | list[str] | None) -> list[str]:
     if patterns is None:
         return []
     return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
+class EchoingHub:
+    """A local HTTP server, used as HF_ENDPOINT, that answers like a hostile Hub: the steps named in `failing` get an
+    error status whose body and X-Error-Message header quote the request's Authorization header and token.
+
+    Steps: "whoami" (GET /api/whoami-v2, answered 401), "create" (POST /api/repos/create, 500) and "upload"
+    (everything else: tree listing, preupload, commit, Space variables; 403). whoami and create, when they do not
+    fail, get what the Hub would answer, and publishing goes on to the next step.
+
+        with EchoingHub({"create"}) as hub:
+            env["HF_ENDPOINT"] = hub.url
+            ...
+        hub.authorizations   # the Authorization headers received
+    """
+
+    STATUS = {"whoami": 401, "create": 500, "upload": 403}
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.authorizations: list[str] = []
+
+    def __enter__(self) -> EchoingHub:
+        import http.server
+        import json
+        import threading
+
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_request(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                authorization = self.headers.get("Authorization", "")
+                hub.authorizations.append(authorization)
+                path = self.path.split("?")[0]
+                step = {"/api/whoami-v2": "whoami", "/api/repos/create": "create"}.get(path, "upload")
+                if step in hub.failing:
+                    token = authorization.removeprefix("Bearer ")
+                    status, body = hub.STATUS[step], {"error": f"refused {authorization!r} (token {token})"}
+                    headers = {"X-Error-Message": f"token {token} refused"}
+                elif step == "whoami":
+                    status, body, headers = 200, {"name": "owner", "type": "user"}, {}
+                elif step == "create":
+                    status, body, headers = 200, {"url": f"{hub.url}/some/repo"}, {}
+                else:  # the upload protocol is not faked: a test fails a step at or before it
+                    status, body, headers = 404, {"error": "not faked"}, {}
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_request
+
+            def log_message(self, *args) -> None:  # the test reads stderr of the command, not of the server
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: a free one
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

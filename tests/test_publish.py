@@ -19,7 +19,7 @@ import httpx2
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
-from fake_hub import FakeHub
+from fake_hub import EchoingHub, FakeHub
 from test_model_card import python_blocks, write_evaluation
 
 import qg.data.build
@@ -444,6 +444,44 @@ def test_unreachable_hub_is_one_line_and_nothing_is_created(tmp_path, monkeypatc
     code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))
     one_error_line(code, err, "reaching the Hugging Face Hub failed ([Errno 111] Connection refused")
     assert FAKE_TOKEN not in out + err  # the error text held the token; it is cut out
+
+
+# Not shaped like a Hugging Face token, so only scrubbing the exact value of HF_TOKEN can hide it.
+ECHOED_TOKEN = "qgSecretThatTheHubEchoes0123456789"
+
+
+def echoing_hub_env(tmp_path: Path, hub: EchoingHub) -> dict[str, str]:
+    return {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": ECHOED_TOKEN,
+            "HF_HOME": str(tmp_path / "hf-home")}
+
+
+@pytest.mark.parametrize(("failing", "message"), [
+    ("whoami", "reaching the Hugging Face Hub failed ("), ("create", f"publishing {BASE_REPO} failed ("),
+    ("upload", f"publishing {BASE_REPO} failed (")])
+def test_hub_errors_that_echo_the_token_are_one_line_without_it(tmp_path, failing, message, run_dir, eval_dir,
+                                                                dataset_dir):
+    with EchoingHub({failing}) as hub:
+        result = subprocess.run([sys.executable, "publish.py",
+                                 *map(str, publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))],
+                                cwd=REPO, env=echoing_hub_env(tmp_path, hub), capture_output=True, text=True,
+                                timeout=300)
+    assert f"Bearer {ECHOED_TOKEN}" in hub.authorizations  # it was sent, and came back in an error
+    one_error_line(result.returncode, result.stderr, message)
+    assert ECHOED_TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("failing", ["create", "upload"])
+def test_build_dataset_push_errors_that_echo_the_token_are_one_line_without_it(tmp_path, failing):
+    out = tmp_path / "built"
+    with EchoingHub({failing}) as hub:
+        result = subprocess.run([sys.executable, "hub_dataset/build_dataset.py", "--sample", "--output-dir", str(out),
+                                 "--push-to-hub", DATASET_REPO], cwd=REPO, env=echoing_hub_env(tmp_path, hub),
+                                capture_output=True, text=True, timeout=300)
+    assert f"Bearer {ECHOED_TOKEN}" in hub.authorizations
+    assert result.returncode == 2 and ECHOED_TOKEN not in result.stdout + result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"error: could not push to {DATASET_REPO} (") and "<token>" in error
+    assert error.endswith(f"the dataset is built in {out}, run again to retry")
 
 
 def test_hub_offline_mode_is_one_line_from_the_real_command(tmp_path, run_dir, eval_dir, dataset_dir):
