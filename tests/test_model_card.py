@@ -25,6 +25,7 @@ from qg.eval.metrics import QGBENCH_KO_MT5_BASE
 from qg.eval.runner import score_records
 from qg.generate import QuestionGenerator
 from qg.hub.model_card import EXAMPLE_PARAGRAPH, read_evaluation, read_run, write_model_card
+from qg.io import adapter_sha256
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
 from qg.train.config import TrainConfig
@@ -75,13 +76,15 @@ def distinct_scores(mode: str, start: float) -> dict:
 
 def write_evaluation(path: Path, mode: str = "agnostic", *, dataset: str = "outputs/demo/dataset",
                      dataset_revision: str = "sha256:0123456789abcdef", with_base: bool = True,
-                     scores: dict | None = None, samples: list[dict] | None = None) -> Path:
-    """metrics.json and after_outputs.json as evaluate() writes them."""
+                     scores: dict | None = None, samples: list[dict] | None = None,
+                     adapter: Path | None = None) -> Path:
+    """metrics.json and after_outputs.json as evaluate() writes them; `adapter`: the run folder evaluated."""
     path.mkdir(parents=True, exist_ok=True)
     decoding = ({"do_sample": True, "temperature": 0.7, "top_p": 0.9, "num_questions": 4} if mode == "agnostic"
                 else {"do_sample": False, "num_questions": 1}) | {"max_new_tokens": 48}
-    metrics = {"model": "outputs/run", "base_model": "/cache/base", "dataset": dataset,
-               "dataset_revision": dataset_revision, "split": "test", "mode": mode, "tokenization": {},
+    model = "outputs/run" if adapter is None else str(adapter)
+    metrics = {"model": model, "adapter_sha256": adapter_sha256(model), "base_model": "/cache/base",
+               "dataset": dataset, "dataset_revision": dataset_revision, "split": "test", "mode": mode, "tokenization": {},
                "decoding": decoding, "seed": 3, "counts": {"paragraphs": 7, "gold_questions": 21,
                                                            "generated_questions": 19},
                **(scores or distinct_scores(mode, 10.01)), "qgbench_reference": REFERENCE}

@@ -83,8 +83,8 @@ def run_dir(tmp_path_factory, dataset_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def eval_dir(tmp_path_factory, dataset_dir) -> Path:
-    return write_evaluation(tmp_path_factory.mktemp("eval") / "eval", dataset=str(dataset_dir),
+def eval_dir(tmp_path_factory, dataset_dir, run_dir) -> Path:
+    return write_evaluation(tmp_path_factory.mktemp("eval") / "eval", dataset=str(dataset_dir), adapter=run_dir,
                             dataset_revision=dataset_revision(str(dataset_dir)))
 
 
@@ -548,6 +548,23 @@ def test_dataset_that_was_not_evaluated_is_refused(tmp_path, run_dir, eval_dir):
                      validation_fraction=0.3)
     code, _, err = cli(*publish_args(run_dir, eval_dir, other, tmp_path / "staging", "--offline"))
     one_error_line(code, err, f"--dataset-dir {other} is not the dataset")
+
+
+def test_evaluation_of_another_adapter_is_refused(tmp_path, run_dir, dataset_dir):
+    """Run B's evaluation next to run A's adapter: the card would publish B's scores as A's."""
+    from safetensors.torch import load_file, save_file
+
+    other = shutil.copytree(run_dir, tmp_path / "run-b", ignore=shutil.ignore_patterns("checkpoints", "best"))
+    weights = load_file(other / "adapter_model.safetensors")
+    save_file({name: tensor + 1 for name, tensor in weights.items()}, other / "adapter_model.safetensors")
+    revision = dataset_revision(str(dataset_dir))
+    eval_b = write_evaluation(tmp_path / "eval-b", dataset=str(dataset_dir), dataset_revision=revision, adapter=other)
+    code, _, err = cli(*publish_args(run_dir, eval_b, dataset_dir, tmp_path / "staging", "--offline"))
+    one_error_line(code, err, f"--eval-dir {eval_b} evaluated another adapter ({other}) than --adapter {run_dir}")
+    unrecorded = write_evaluation(tmp_path / "eval-hub", dataset=str(dataset_dir), dataset_revision=revision)
+    code, _, err = cli(*publish_args(run_dir, unrecorded, dataset_dir, tmp_path / "staging", "--offline"))
+    one_error_line(code, err, f"{unrecorded}/metrics.json does not say which adapter it evaluated")
+    assert not (tmp_path / "staging").exists()
 
 
 def test_help_explains_every_flag():

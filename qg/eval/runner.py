@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from qg.cli import UserError, command
 from qg.data.build import load_qg_dataset
 from qg.eval.metrics import QGBENCH_KO_MT5_BASE, group_by_sentence, score_predictions, score_recommendations
-from qg.io import atomic_write_json
+from qg.io import adapter_sha256, atomic_write_json
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
@@ -218,6 +218,7 @@ def evaluate(settings: EvalSettings, output_dir: Path, bertscore_model: str | No
     records = generate_predictions(settings, output_dir, load_generator)
     metrics = {
         "model": settings.model,
+        "adapter_sha256": adapter_sha256(settings.model),
         "base_model": generator_info.get("base_model", settings.base),
         "dataset": settings.dataset,
         "dataset_revision": dataset_revision(settings.dataset),

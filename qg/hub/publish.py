@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import hashlib
 import importlib.resources
 import json
 import os
@@ -67,7 +66,7 @@ from qg.hub.model_card import (
     write_model_card,
 )
 from qg.hub.upload import hub_errors, push_folder
-from qg.io import atomic_dir, atomic_write_json
+from qg.io import ADAPTER_WEIGHTS, atomic_dir, atomic_write_json, sha256_file
 from qg.models.exaone import TOKENIZER_FILES
 
 SPACE_SOURCE = Path(str(importlib.resources.files("qg") / "space"))
@@ -134,6 +133,7 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
     """
     check_repo_ids(repos, dataset_dir)
     run, evaluation = read_run(adapter), read_evaluation(eval_dir)
+    check_evaluated_adapter(run, evaluation)
     base_folder = locate_base(run)
     if base_folder is None:
         if repos.base is not None:
@@ -218,6 +218,17 @@ def evaluated_dataset_repo(evaluation: Evaluation) -> str:
         return evaluated
     raise UserError(f"pass --dataset-repo: {evaluation.path} evaluated the local folder {evaluated}, and the card "
                     "names the Hub dataset repository it is published as")
+
+
+def check_evaluated_adapter(run: TrainingRun, evaluation: Evaluation) -> None:
+    """The card reports the evaluation's scores as the adapter's: the evaluation must have read these weights."""
+    evaluated = evaluation.metrics.get("adapter_sha256")
+    if evaluated is None:
+        raise UserError(f"{evaluation.path}/metrics.json does not say which adapter it evaluated (no adapter_sha256): "
+                        f"evaluate this one with evaluate_qg.py --model {run.path}")
+    if evaluated != sha256_file(run.path / ADAPTER_WEIGHTS):
+        raise UserError(f"--eval-dir {evaluation.path} evaluated another adapter ({evaluation.metrics['model']}) "
+                        f"than --adapter {run.path}: evaluate this one with evaluate_qg.py --model {run.path}")
 
 
 def check_evaluated_dataset(dataset_dir: Path, evaluation: Evaluation) -> None:
@@ -366,14 +377,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 def folder_manifest(folder: Path, repo_id: str, repo_type: str, **create: object) -> dict:
     """What the repository receives: every file of `folder`, with size and sha256."""
-    files = []
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        files.append({"path": file.relative_to(folder).as_posix(), "size": file.stat().st_size,
-                      "sha256": digest.hexdigest()})
+    files = [{"path": file.relative_to(folder).as_posix(), "size": file.stat().st_size, "sha256": sha256_file(file)}
+             for file in sorted(p for p in folder.rglob("*") if p.is_file())]
     return {"repo_id": repo_id, "repo_type": repo_type, **create, "files": files}
 
 
