@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
+import yaml
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from fake_hub import EchoingHub, FakeHub
-from test_model_card import python_blocks, write_evaluation
+from test_model_card import python_blocks, tables, write_evaluation
 
 import qg.data.build
 import qg.hub.model_card
@@ -48,7 +49,7 @@ BASE_REPO = f"owner/{TINY_MODEL}-llama"  # the default: the model repo's owner, 
 FAKE_TOKEN = "hf_publishTestTokenThatMustNeverLeak0123"
 MODEL_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "chat_template.jinja", "train_config.yaml", "train_log.jsonl",
-               "loss_curve.png", "metrics.json", "after_outputs.json"}
+               "loss_curve.png", "metrics.json", "after_outputs.json", "LICENSE"}
 
 
 def cli(*argv: str | Path) -> tuple[int, str, str]:
@@ -144,10 +145,22 @@ def test_manifest_lists_exactly_the_staged_files(staged):
 def test_model_folder_holds_adapter_card_and_records_but_no_checkpoints(staged, run_dir, eval_dir):
     model = staged[0] / "model"
     assert set(files_of(model)) == MODEL_FILES
-    for name in MODEL_FILES - {"README.md", "adapter_config.json", "metrics.json", "after_outputs.json"}:
+    rewritten = {"README.md", "LICENSE", "adapter_config.json", "train_config.yaml", "tokenizer_config.json",
+                 "metrics.json", "after_outputs.json"}
+    for name in MODEL_FILES - rewritten:
         assert (model / name).read_bytes() == (run_dir / name).read_bytes()
-    for name in ("metrics.json", "after_outputs.json"):
-        assert (model / name).read_bytes() == (eval_dir / name).read_bytes()
+    assert (model / "after_outputs.json").read_bytes() == (eval_dir / "after_outputs.json").read_bytes()
+    # What was evaluated, named as published (publishing checked it is this adapter on this dataset).
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert json.loads((model / "metrics.json").read_text()) == metrics | {
+        "model": MODEL_REPO, "base_model": BASE_REPO, "dataset": DATASET_REPO}
+    config = yaml.safe_load((run_dir / "train_config.yaml").read_text())
+    assert yaml.safe_load((model / "train_config.yaml").read_text()) == {
+        key: DATASET_REPO if key == "dataset" else value for key, value in config.items() if key != "output_dir"}
+    tokenizer_config = json.loads((run_dir / "tokenizer_config.json").read_text())
+    assert tokenizer_config["is_local"] is True  # as transformers saves it, loaded with local_files_only
+    assert json.loads((model / "tokenizer_config.json").read_text()) == {
+        key: value for key, value in tokenizer_config.items() if key not in ("is_local", "local_files_only")}
     staged_config = json.loads((model / "adapter_config.json").read_text())
     run_config = json.loads((run_dir / "adapter_config.json").read_text())
     assert staged_config == run_config | {"base_model_name_or_path": BASE_REPO}
@@ -159,7 +172,7 @@ def test_model_folder_holds_adapter_card_and_records_but_no_checkpoints(staged, 
 def test_base_folder_is_the_converted_base_with_a_card_hard_linked(staged, run_dir):
     base_source = Path(json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
     base = staged[0] / "base"
-    assert set(files_of(base)) == {p.name for p in base_source.iterdir()} | {"README.md"}
+    assert set(files_of(base)) == {p.name for p in base_source.iterdir()} | {"README.md", "LICENSE"}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(files_of(base))
     weights, source = (base / "model.safetensors").stat(), (base_source / "model.safetensors").stat()
     if weights.st_dev == source.st_dev:  # a hard link only within one file system
@@ -168,6 +181,50 @@ def test_base_folder_is_the_converted_base_with_a_card_hard_linked(staged, run_d
     metadata = metadata_load(base / "README.md")
     assert (metadata["license"], metadata["license_name"]) == ("other", "exaone")
     assert "not a language model" in (base / "README.md").read_text()  # the tiny base says what it is
+
+
+def text_files(folder: Path) -> dict[str, str]:
+    return {name: content.decode() for name, content in files_of(folder).items()
+            if not name.endswith((".safetensors", ".png", ".parquet"))}
+
+
+def test_repos_carry_their_licenses_linked_from_the_cards_and_no_local_paths(staged, run_dir, dataset_dir):
+    staging = staged[0]
+    for folder in ("model", "base"):
+        license_text = (staging / folder / "LICENSE").read_text()
+        assert "EXAONE AI Model License Agreement 1.1 - NC" in license_text
+        assert "https://huggingface.co/LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct/blob/main/LICENSE" in license_text
+        assert "[LICENSE](LICENSE)" in (staging / folder / "README.md").read_text()
+    dataset_license = (staging / "dataset" / "LICENSE").read_text()
+    assert "CC BY-ND 2.0 KR" in dataset_license
+    assert "https://creativecommons.org/licenses/by-nd/2.0/kr/" in dataset_license
+    dataset_card = (staging / "dataset" / "README.md").read_text()
+    assert "[LICENSE](LICENSE)" in dataset_card
+    assert "@article{lim2019korquad1" in dataset_card and "https://arxiv.org/abs/1909.07005" in dataset_card
+    metadata = metadata_load(staging / "dataset" / "README.md")
+    assert (metadata["annotations_creators"], metadata["language_creators"], metadata["multilinguality"]) == (
+        ["crowdsourced"], ["found"], ["monolingual"])
+    card = (staging / "model" / "README.md").read_text()
+    assert f"https://huggingface.co/datasets/{DATASET_REPO}/blob/main/LICENSE" in card
+    assert qg.hub.model_card.SOURCE_REPOSITORY in card
+    # Paths of the machine that trained and evaluated: the run's and the dataset's folders, the cached base.
+    local = [str(run_dir.parent.parent), os.environ["QG_CACHE"], "outputs/"]
+    for folder in ("model", "base", "dataset"):
+        for name, text in text_files(staging / folder).items():
+            assert not [path for path in local if path in text], f"{folder}/{name}"
+        assert '"is_local"' not in text_files(staging / folder).get("tokenizer_config.json", "")
+
+
+def test_card_lists_the_framework_versions_and_where_they_come_from(staged, run_dir):
+    from importlib.metadata import version
+
+    card = (staged[0] / "model" / "README.md").read_text()
+    [versions] = tables(card.split("### Framework versions", 1)[1].split("\n## ", 1)[0])
+    rows = {row[0]: row[1:] for row in versions[1:]}
+    peft_version = json.loads((run_dir / "adapter_config.json").read_text())["peft_version"]
+    assert rows["peft"] == [peft_version, "recorded by training (adapter_config.json)"]
+    for name in ("torch", "transformers", "accelerate"):
+        assert rows[name] == [version(name), "installed where this card was rendered (the run does not record it)"]
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +401,7 @@ def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monke
 
 def test_dataset_folder_is_the_build_with_its_card_naming_the_repo(staged, dataset_dir):
     dataset = staged[0] / "dataset"
-    assert set(files_of(dataset)) == set(files_of(dataset_dir))
+    assert set(files_of(dataset)) == set(files_of(dataset_dir)) | {"LICENSE"}
     for name, content in files_of(dataset_dir).items():
         if name != "README.md":
             assert (dataset / name).read_bytes() == content

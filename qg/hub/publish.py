@@ -49,6 +49,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from huggingface_hub import HfApi, SpaceCard
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -56,10 +57,13 @@ from huggingface_hub.utils import validate_repo_id
 from qg.cli import UserError, command
 from qg.data.card import stage_dataset_repo
 from qg.hub.model_card import (
-    EVAL_FILES,
+    EXAONE_LICENSE_FILE,
     RUN_FILES,
     Evaluation,
     TrainingRun,
+    published_config,
+    published_metrics,
+    publishable_tokenizer_config,
     read_evaluation,
     read_run,
     render_base_card,
@@ -275,24 +279,37 @@ def default_base_repo(model_repo: str, model: str) -> str:
 def stage_base(out: Path, base_folder: Path, *, base_repo: str, run: TrainingRun, adapter_repo: str) -> None:
     out.mkdir()
     for file in sorted(base_folder.iterdir()):
-        if file.is_file() and file.name != "README.md":
+        if file.name == "tokenizer_config.json":
+            publishable_tokenizer_config(file, out / file.name)
+        elif file.is_file() and file.name not in ("README.md", "LICENSE"):
             link_or_copy(file, out / file.name)
+    shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
     render_base_card(base_repo=base_repo, original_base=run.config["model"], adapter_repo=adapter_repo,
                      is_tiny=run.is_tiny).save(out / "README.md")
 
 
 def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
                 dataset_repo: str, space_repo: str) -> None:
-    """The run's adapter, tokenizer and training record, the evaluation's results, and the card rendered from them.
+    """The run's adapter, tokenizer and training record, the evaluation's results, the card rendered from them and
+    the LICENSE. Nothing names a path of the machines that trained and evaluated: train_config.yaml and metrics.json
+    name the repositories instead, train_config.yaml leaves out the output folder, tokenizer_config.json how it was
+    loaded there.
 
     Copies, not hard links: a run folder can still change in place (a resumed run appends to train_log.jsonl).
     """
     out.mkdir()
     tokenizer = [name for name in TOKENIZER_FILES if (run.path / name).is_file()]
     for name in [*RUN_FILES, *tokenizer]:
-        shutil.copy2(run.path / name, out / name)
-    for name in EVAL_FILES:
-        shutil.copy2(evaluation.path / name, out / name)
+        if name == "tokenizer_config.json":
+            publishable_tokenizer_config(run.path / name, out / name)
+        elif name != "train_config.yaml":
+            shutil.copy2(run.path / name, out / name)
+    (out / "train_config.yaml").write_text(yaml.safe_dump(published_config(run.config, dataset_repo), sort_keys=False,
+                                                          allow_unicode=True), encoding="utf-8")
+    shutil.copy2(evaluation.path / "after_outputs.json", out / "after_outputs.json")
+    atomic_write_json(out / "metrics.json", published_metrics(evaluation.metrics, model_repo=model_repo,
+                                                              base_model=base_model, dataset_repo=dataset_repo))
+    shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
     adapter_config = dict(run.adapter_config, base_model_name_or_path=base_model)
     # peft's own layout (sorted keys, indent 2), so the file differs from the run's in that one value only.
     (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True), encoding="utf-8")
