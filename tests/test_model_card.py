@@ -85,8 +85,8 @@ def write_evaluation(path: Path, mode: str = "agnostic", *, dataset: str = "outp
     model = "outputs/run" if adapter is None else str(adapter)
     metrics = {"model": model, "adapter_sha256": adapter_sha256(model), "base_model": "/cache/base",
                "dataset": dataset, "dataset_revision": dataset_revision, "split": "test", "mode": mode,
-               "tokenization": {}, "decoding": decoding, "seed": 3, "counts": {"paragraphs": 7, "gold_questions": 21,
-                                                           "generated_questions": 19},
+               "tokenization": {}, "decoding": decoding, "seed": 3,
+               "counts": {"paragraphs": 7, "gold_questions": 21, "generated_questions": 19},
                **(scores or distinct_scores(mode, 10.01)), "qgbench_reference": REFERENCE}
     if with_base:
         metrics["base"] = distinct_scores(mode, 60.03)
