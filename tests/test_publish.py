@@ -46,6 +46,7 @@ _spec.loader.exec_module(build_dataset_script)
 
 MODEL_REPO, SPACE_REPO, DATASET_REPO = "owner/tiny-qg-lora", "owner/tiny-qg", "owner/korquad-qg-sample"
 BASE_REPO = f"owner/{TINY_MODEL}-llama"  # the default: the model repo's owner, the base's name, -llama
+MERGED_REPO, CT2_REPO = "owner/tiny-qg-merged", "owner/tiny-qg-ct2"
 FAKE_TOKEN = "hf_publishTestTokenThatMustNeverLeak0123"
 MODEL_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "chat_template.jinja", "train_config.yaml", "train_log.jsonl",
@@ -624,10 +625,77 @@ def test_evaluation_of_another_adapter_is_refused(tmp_path, run_dir, dataset_dir
     assert not (tmp_path / "staging").exists()
 
 
+@pytest.fixture
+def export_dirs(tmp_path, run_dir) -> tuple[Path, Path]:
+    """Small stand-ins for qg-export's folders: the tiny base as a merged model (a real transformers folder), and a
+    CTranslate2 layout; both with the tokenizer_config.json as transformers saved it."""
+    base_source = Path(json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
+    merged = shutil.copytree(base_source, tmp_path / "merged")
+    ctranslate2 = tmp_path / "ctranslate2"
+    ctranslate2.mkdir()
+    (ctranslate2 / "model.bin").write_bytes(b"ctranslate2 weights stand-in")
+    (ctranslate2 / "config.json").write_text(json.dumps({"bos_token": "[BOS]", "eos_token": "[|endofturn|]"}))
+    for folder in (merged, ctranslate2):
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy2(run_dir / name, folder / name)
+    return merged, ctranslate2
+
+
+def test_exported_folders_are_staged_with_card_and_license_and_uploaded(tmp_path, monkeypatch, run_dir, eval_dir,
+                                                                        dataset_dir, export_dirs):
+    merged, ctranslate2 = export_dirs
+    hub = FakeHub(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    staging = tmp_path / "staging"
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--merged-dir", merged, "--merged-repo",
+                                     MERGED_REPO, "--ctranslate2-dir", ctranslate2, "--ctranslate2-repo", CT2_REPO))
+    assert code == 0, err
+    manifest = json.loads((staging / "manifest.json").read_text())
+    assert {name: repo["repo_id"] for name, repo in manifest["repos"].items()} == {
+        "base": BASE_REPO, "dataset": DATASET_REPO, "model": MODEL_REPO, "merged": MERGED_REPO,
+        "ctranslate2": CT2_REPO, "space": SPACE_REPO}  # in this order: what a card links is up first
+    sent_files_match_manifest(hub, staging)
+    for folder, source, repo_id, library in [("merged", merged, MERGED_REPO, "transformers"),
+                                             ("ctranslate2", ctranslate2, CT2_REPO, "ctranslate2")]:
+        staged_files, source_files = files_of(staging / folder), files_of(source)
+        assert set(staged_files) == set(source_files) | {"README.md", "LICENSE"}
+        assert all(staged_files[name] == content for name, content in source_files.items()
+                   if name != "tokenizer_config.json")
+        assert json.loads(staged_files["tokenizer_config.json"]) == {
+            key: value for key, value in json.loads(source_files["tokenizer_config.json"]).items()
+            if key not in ("is_local", "local_files_only")}
+        assert staged_files["LICENSE"] == (staging / "model" / "LICENSE").read_bytes()
+        card = ModelCard.load(staging / folder / "README.md")
+        assert (card.data.base_model, card.data.library_name, card.data.license_name) == (BASE_REPO, library, "exaone")
+        assert f"[{MODEL_REPO}](https://huggingface.co/{MODEL_REPO})" in card.text  # the adapter it comes from
+        assert f'"{repo_id}"' in card.text and "[LICENSE](LICENSE)" in card.text
+
+
+def test_export_folder_that_lacks_a_file_is_refused_in_one_line(tmp_path, run_dir, eval_dir, dataset_dir,
+                                                                export_dirs):
+    merged, ctranslate2 = export_dirs
+    (ctranslate2 / "model.bin").unlink()
+    (merged / "model.safetensors").unlink()
+    staging = tmp_path / "staging"
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline", "--ctranslate2-dir",
+                                     ctranslate2, "--ctranslate2-repo", CT2_REPO))
+    one_error_line(code, err, f"--ctranslate2-dir {ctranslate2} is not a ctranslate2 model folder written by "
+                              "qg-export (no model.bin)")
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline", "--merged-dir", merged,
+                                     "--merged-repo", MERGED_REPO))
+    one_error_line(code, err, f"--merged-dir {merged} is not a merged model folder written by qg-export (no "
+                              "model.safetensors or model.safetensors.index.json)")
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline", "--merged-dir", merged,
+                                     "--merged-repo", MODEL_REPO))
+    assert code == 2 and "--model-repo and --merged-repo must differ" in err
+    assert not staging.exists()
+
+
 def test_help_explains_every_flag():
     result = subprocess.run([sys.executable, "publish.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0
     for flag in ("--adapter", "--eval-dir", "--model-repo", "--space-repo", "--base-repo", "--dataset-repo",
-                 "--dataset-dir", "--private", "--offline", "--staging-dir"):
+                 "--dataset-dir", "--merged-dir", "--merged-repo", "--ctranslate2-dir", "--ctranslate2-repo",
+                 "--private", "--offline", "--staging-dir"):
         assert flag in result.stdout
     assert "qg-publish --adapter" in result.stdout  # the ready-to-paste commands

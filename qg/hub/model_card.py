@@ -344,6 +344,47 @@ def render_base_card(*, base_repo: str, original_base: str, adapter_repo: str, i
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
+def render_export_card(kind: str, *, repo: str, base_model: str, adapter_repo: str, run: TrainingRun) -> ModelCard:
+    """The short card of a qg-export folder: a merged transformers model or a CTranslate2 model of the adapter on
+    its base; what it is, how to load it, its license."""
+    name = repo.split("/")[-1]
+    adapter = f"[{adapter_repo}](https://huggingface.co/{adapter_repo})"
+    base = hub_link(base_model)
+    demo = ["demo", "tiny-random"] if run.is_tiny else []
+    if kind == "merged":
+        data = ModelCardData(base_model=base_model, base_model_relation="finetune", library_name="transformers",
+                             pipeline_tag="text-generation", language=["ko"], **EXAONE_LICENSE,
+                             tags=["question-generation", "korean", "merged-lora", *demo])
+        what = (f"The LoRA adapter {adapter} merged into its base {base}: one plain transformers model, the same "
+                "outputs as the adapter on its base, without peft.")
+        load = ("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+                f'model = AutoModelForCausalLM.from_pretrained("{repo}", dtype="auto", device_map="auto")\n```\n\n'
+                f"It takes the adapter's prompt (system and user turns in the chat template); {adapter}'s card shows "
+                "it and how to generate with it.")
+    else:
+        data = ModelCardData(base_model=base_model, library_name="ctranslate2", pipeline_tag="text-generation",
+                             language=["ko"], **EXAONE_LICENSE, tags=["question-generation", "korean", "ctranslate2",
+                                                                      *demo])
+        what = (f"The LoRA adapter {adapter} merged into its base {base} and converted to "
+                "[CTranslate2](https://github.com/OpenNMT/CTranslate2), a fast inference engine for CPU and GPU.")
+        load = ("```python\nimport ctranslate2\nfrom huggingface_hub import snapshot_download\n"
+                "from transformers import AutoTokenizer\n\n"
+                f'path = snapshot_download("{repo}")\n'
+                'generator = ctranslate2.Generator(path, device="cpu")\n'
+                "tokenizer = AutoTokenizer.from_pretrained(path)\n```\n\n"
+                "`generator.generate_batch` takes the tokens of the adapter's prompt "
+                "(`tokenizer.convert_ids_to_tokens` of the chat template's ids, with `add_generation_prompt=True`); "
+                f"{adapter}'s card shows the prompt.")
+    warning = (f"> [!WARNING]\n> **A demo, not a language model:** built from `{TINY_MODEL}`, random weights.\n\n"
+               if run.is_tiny else "")
+    body = (f"# {name}\n\n{warning}{what} Made by [the project's code]({SOURCE_REPOSITORY}) (`qg-export`).\n\n"
+            f"## How to load\n\n{load}\n\n## License\n\nThe EXAONE AI Model License Agreement 1.1 - NC "
+            f"(non-commercial) of {EXAONE_HUB_ID} (the repository's [LICENSE](LICENSE)): "
+            f"{EXAONE_LICENSE['license_link']}\n")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
 def write_model_card(path: Path, run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
                      dataset_repo: str, space_repo: str | None = None) -> ModelCard:
     """Render the card to `path` and read it back as the Hub would: metadata that does not parse, or that differs

@@ -67,6 +67,7 @@ from qg.hub.model_card import (
     read_evaluation,
     read_run,
     render_base_card,
+    render_export_card,
     write_model_card,
 )
 from qg.hub.upload import hub_errors, push_folder
@@ -76,7 +77,13 @@ from qg.models.exaone import TOKENIZER_FILES
 SPACE_SOURCE = Path(str(importlib.resources.files("qg") / "space"))
 PACKAGE_SOURCE = Path(str(importlib.resources.files("qg")))
 MANIFEST = "manifest.json"
-FOLDERS = ("base", "dataset", "model", "space")  # the upload order
+FOLDERS = ("base", "dataset", "model", "merged", "ctranslate2", "space")  # the upload order
+# The model folders qg-export writes, which publishing can push too: the files each must hold (any one of a group).
+EXPORT_FILES = {
+    "merged": [("config.json",), ("model.safetensors", "model.safetensors.index.json"), ("tokenizer.json",),
+               ("tokenizer_config.json",)],
+    "ctranslate2": [("model.bin",), ("config.json",), ("tokenizer.json",), ("tokenizer_config.json",)],
+}
 # Repo ids in space/ that stand for the published repositories until publishing names them (ORG/NAME).
 PLACEHOLDER = re.compile(r"\bORG/[\w.-]+")
 # What the Space runs, from space/; next to them go the qg modules app.py imports.
@@ -95,9 +102,12 @@ class Repos:
     space: str
     base: str | None = None
     dataset: str | None = None  # the dataset the card names; pushed too when a dataset folder is given
+    merged: str | None = None  # with a merged model folder from qg-export
+    ctranslate2: str | None = None  # with a CTranslate2 folder from qg-export
 
 
 def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_dir: str | Path | None = None,
+            merged_dir: str | Path | None = None, ctranslate2_dir: str | Path | None = None,
             staging_dir: str | Path | None = None, offline: bool = False, private: bool = False) -> dict:
     """Stage into `staging_dir` and, unless `offline`, upload; returns the manifest.
 
@@ -108,11 +118,12 @@ def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_
     if offline:
         if staging_dir is None:
             raise UserError("--offline needs --staging-dir: the folder that receives what would be uploaded")
-        return stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, private=private)
+        return stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, merged_dir=merged_dir,
+                     ctranslate2_dir=ctranslate2_dir, private=private)
     from qg.data.build import hub_token
     from qg.io import cache_dir
 
-    placeholders = [r for r in (repos.model, repos.space, repos.base, repos.dataset) if r and PLACEHOLDER.fullmatch(r)]
+    placeholders = [r for r in vars(repos).values() if r and PLACEHOLDER.fullmatch(r)]
     if placeholders:  # fine for an offline demo staging, a mistake on the Hub
         raise UserError(f"{', '.join(placeholders)}: ORG is a placeholder; give your user or organisation")
     token = hub_token()
@@ -120,7 +131,8 @@ def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_
         if staging_dir is None:
             cache_dir().mkdir(parents=True, exist_ok=True)
             staging_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir()))) / "staging"
-        manifest = stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, private=private)
+        manifest = stage(adapter, eval_dir, repos, staging_dir, dataset_dir=dataset_dir, merged_dir=merged_dir,
+                         ctranslate2_dir=ctranslate2_dir, private=private)
         api = HfApi(token=token)
         with hub_errors("reaching the Hugging Face Hub failed", OFFLINE_HINT):
             api.whoami()
@@ -129,13 +141,20 @@ def publish(adapter: str | Path, eval_dir: str | Path, repos: Repos, *, dataset_
 
 
 def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: str | Path, *,
-          dataset_dir: str | Path | None = None, private: bool = False) -> dict:
+          dataset_dir: str | Path | None = None, merged_dir: str | Path | None = None,
+          ctranslate2_dir: str | Path | None = None, private: bool = False) -> dict:
     """Write every repository's files and manifest.json to `staging_dir`, atomically; returns the manifest.
 
-    Refuses (`UserError`) a run or evaluation that is incomplete, a card whose metadata does not read back, a
-    dataset folder that is not the one evaluated, and a `staging_dir` that holds anything but a previous staging.
+    Refuses (`UserError`) a run or evaluation that is incomplete, an evaluation of another adapter, a card whose
+    metadata does not read back, a dataset folder that is not the one evaluated, an exported model folder that lacks
+    a file, and a `staging_dir` that holds anything but a previous staging.
     """
     check_repo_ids(repos, dataset_dir)
+    given = [("merged", merged_dir, repos.merged), ("ctranslate2", ctranslate2_dir, repos.ctranslate2)]
+    exports = {kind: (None if folder is None else Path(folder), repo) for kind, folder, repo in given
+               if folder is not None or repo is not None}
+    for kind, (folder, repo) in exports.items():
+        check_export_dir(kind, folder, repo)
     run, evaluation = read_run(adapter), read_evaluation(eval_dir)
     check_evaluated_adapter(run, evaluation)
     base_folder = locate_base(run)
@@ -162,6 +181,10 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
         stage_model(out / "model", run, evaluation, model_repo=repos.model, base_model=base_model,
                     dataset_repo=dataset_repo, space_repo=repos.space)
         manifest["repos"]["model"] = folder_manifest(out / "model", repos.model, "model")
+        for kind, (folder, repo) in exports.items():
+            stage_export(out / kind, folder, kind, repo=repo, base_model=base_model, adapter_repo=repos.model,
+                         run=run)
+            manifest["repos"][kind] = folder_manifest(out / kind, repo, "model")
         variables = stage_space(out / "space", model_repo=repos.model, base_model=base_model,
                                 dataset_repo=dataset_repo)
         manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk=SPACE_SDK,
@@ -189,7 +212,7 @@ def check_repo_ids(repos: Repos, dataset_dir: str | Path | None) -> None:
     if dataset_dir is not None and repos.dataset is None:
         raise UserError("--dataset-dir needs --dataset-repo: the dataset repository to push it to")
     named = {"--model-repo": repos.model, "--space-repo": repos.space, "--base-repo": repos.base,
-             "--dataset-repo": repos.dataset}
+             "--dataset-repo": repos.dataset, "--merged-repo": repos.merged, "--ctranslate2-repo": repos.ctranslate2}
     for flag, repo_id in named.items():
         if repo_id is None:
             continue
@@ -199,8 +222,12 @@ def check_repo_ids(repos: Repos, dataset_dir: str | Path | None) -> None:
             raise UserError(f"{flag} {repo_id!r} is not a Hub repo id ({_first_sentence(err)})") from None
         if repo_id.count("/") != 1:
             raise UserError(f"{flag} {repo_id!r}: give OWNER/NAME with your user or organisation as OWNER")
-    if repos.base is not None and repos.base == repos.model:
-        raise UserError("--base-repo and --model-repo must differ: the base and the adapter are two repositories")
+    models = {flag: repo_id for flag, repo_id in named.items()
+              if repo_id is not None and flag not in ("--space-repo", "--dataset-repo")}
+    for flag, repo_id in models.items():
+        same = [other for other, other_id in models.items() if other_id == repo_id and other != flag]
+        if same:
+            raise UserError(f"{flag} and {same[0]} must differ: each model repository receives one folder")
 
 
 def check_staging_dir(path: Path) -> None:
@@ -222,6 +249,17 @@ def evaluated_dataset_repo(evaluation: Evaluation) -> str:
         return evaluated
     raise UserError(f"pass --dataset-repo: {evaluation.path} evaluated the local folder {evaluated}, and the card "
                     "names the Hub dataset repository it is published as")
+
+
+def check_export_dir(kind: str, folder: Path | None, repo: str | None) -> None:
+    """A qg-export folder and its repository come together, and the folder holds what loading it needs."""
+    flag = f"--{kind}"
+    if folder is None or repo is None:
+        raise UserError(f"{flag}-dir and {flag}-repo go together: the folder and the repository it is published as")
+    missing = [" or ".join(group) for group in EXPORT_FILES[kind] if not any((folder / n).is_file() for n in group)]
+    if missing:
+        raise UserError(f"{flag}-dir {folder} is not a {kind} model folder written by qg-export (no "
+                        f"{', '.join(missing)})")
 
 
 def check_evaluated_adapter(run: TrainingRun, evaluation: Evaluation) -> None:
@@ -286,6 +324,20 @@ def stage_base(out: Path, base_folder: Path, *, base_repo: str, run: TrainingRun
     shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
     render_base_card(base_repo=base_repo, original_base=run.config["model"], adapter_repo=adapter_repo,
                      is_tiny=run.is_tiny).save(out / "README.md")
+
+
+def stage_export(out: Path, folder: Path, kind: str, *, repo: str, base_model: str, adapter_repo: str,
+                 run: TrainingRun) -> None:
+    """A qg-export folder's files (hard-linked: weights are gigabytes), its card and the LICENSE."""
+    out.mkdir()
+    for file in sorted(folder.iterdir()):
+        if file.name == "tokenizer_config.json":
+            publishable_tokenizer_config(file, out / file.name)
+        elif file.is_file() and file.name not in ("README.md", "LICENSE"):
+            link_or_copy(file, out / file.name)
+    render_export_card(kind, repo=repo, base_model=base_model, adapter_repo=adapter_repo, run=run).save(
+        out / "README.md")
+    shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
 
 
 def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
@@ -434,6 +486,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-dir", type=Path, metavar="DIR",
                         help="Also push this dataset folder (hub_dataset/build_dataset.py output) to "
                              "--dataset-repo. It must be the folder the evaluation read.")
+    parser.add_argument("--merged-dir", type=Path, metavar="DIR",
+                        help="Also push this merged model folder (qg-export: the adapter merged into its base, a "
+                             "plain transformers model) to --merged-repo, with a card and the LICENSE.")
+    parser.add_argument("--merged-repo", metavar="ORG/NAME", help="Model repository for --merged-dir.")
+    parser.add_argument("--ctranslate2-dir", type=Path, metavar="DIR",
+                        help="Also push this CTranslate2 model folder (qg-export: model.bin, config.json, tokenizer "
+                             "files) to --ctranslate2-repo, with a card and the LICENSE.")
+    parser.add_argument("--ctranslate2-repo", metavar="ORG/NAME", help="Model repository for --ctranslate2-dir.")
     parser.add_argument("--private", action="store_true", help="Create the repositories as private.")
     parser.add_argument("--offline", action="store_true",
                         help="Touch no network: only write the staging folder (needs --staging-dir).")
@@ -447,15 +507,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--offline needs --staging-dir")
     if args.dataset_dir is not None and args.dataset_repo is None:
         parser.error("--dataset-dir needs --dataset-repo")
+    for kind in EXPORT_FILES:
+        if (getattr(args, f"{kind}_dir") is None) != (getattr(args, f"{kind}_repo") is None):
+            parser.error(f"--{kind}-dir and --{kind}-repo go together")
     return args
 
 
 @command
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    repos = Repos(model=args.model_repo, space=args.space_repo, base=args.base_repo, dataset=args.dataset_repo)
-    manifest = publish(args.adapter, args.eval_dir, repos, dataset_dir=args.dataset_dir,
-                       staging_dir=args.staging_dir, offline=args.offline, private=args.private)
+    repos = Repos(model=args.model_repo, space=args.space_repo, base=args.base_repo, dataset=args.dataset_repo,
+                  merged=args.merged_repo, ctranslate2=args.ctranslate2_repo)
+    manifest = publish(args.adapter, args.eval_dir, repos, dataset_dir=args.dataset_dir, merged_dir=args.merged_dir,
+                       ctranslate2_dir=args.ctranslate2_dir, staging_dir=args.staging_dir, offline=args.offline,
+                       private=args.private)
     for name, repo in manifest["repos"].items():
         size = sum(f["size"] for f in repo["files"])
         url_prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo["repo_type"]]
