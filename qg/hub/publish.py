@@ -12,7 +12,7 @@
         --dataset-repo ORG/korquad-qg --dataset-dir outputs/korquad-qg
 
 Online, the same folders are staged (in a temporary folder, or --staging-dir) and uploaded as they are, in the
-order base, dataset, model, Space; each repository's files become the staged ones. The model card is rendered from
+order base, dataset, model, merged, CTranslate2, Space; each repository's files become the staged ones. The model card is rendered from
 the run and evaluation folders (model_card/template.md) and refused when its metadata does not read back.
 
 Publishing to the Hugging Face Hub: stage exactly what each repository receives, then upload the staged folders.
@@ -26,13 +26,18 @@ file). Online publishing stages first and uploads those folders, so `--offline` 
 - `base/`: the Llama-format base the adapter was trained on (a converted EXAONE-3.5, or the tiny model) with a card,
   so that plain `PeftModel.from_pretrained` works for anyone. A base that is a Hub model transformers loads
   natively is referenced as it is, and no base repository is made;
-- `dataset/` (with a dataset folder): the built dataset's README.md and data/ (`qg.data.card.stage_dataset_repo`);
+- `dataset/` (with a dataset folder): the built dataset's README.md, data/ and KorQuAD's LICENSE
+  (`qg.data.card.stage_dataset_repo`);
 - `model/`: the adapter, its adapter_config.json pointing at the base repository, tokenizer, card (README.md), loss
-  curve, training config and log, metrics.json and after_outputs.json;
-- `space/`: space/* with the `qg` package next to app.py, unchanged but for its card, which names the adapter (and
-  the repositories above) in its metadata; the Space variable QG_MODEL (in manifest.json) gives app.py the adapter.
-That is also the upload order: a repository is on the Hub before anything that points at it. Each folder goes up
-with `qg.hub.upload.push_folder` (`HfApi.upload_folder`, one commit), as `build_dataset.py --push-to-hub` does.
+  curve, training config and log, metrics.json and after_outputs.json, the LICENSE; no path of the machine that
+  trained or evaluated;
+- `merged/`, `ctranslate2/` (with --merged-dir, --ctranslate2-dir): qg-export's folders with a card and the LICENSE;
+- `space/`: space/app.py, requirements.txt, Dockerfile and the qg modules app.py imports, unchanged, and its card
+  (README.md), which names the adapter and the repositories above; the Space variable QG_MODEL (in manifest.json)
+  gives app.py the adapter.
+That is also the upload order: a repository is on the Hub before anything that points at it. Every model repository
+carries the EXAONE license as LICENSE. Each folder goes up with `qg.hub.upload.push_folder` (`HfApi.upload_folder`,
+one commit), as `build_dataset.py --push-to-hub` does.
 """
 
 from __future__ import annotations
@@ -314,30 +319,30 @@ def default_base_repo(model_repo: str, model: str) -> str:
     return f"{model_repo.split('/')[0]}/{Path(model).name}-llama"
 
 
-def stage_base(out: Path, base_folder: Path, *, base_repo: str, run: TrainingRun, adapter_repo: str) -> None:
-    out.mkdir()
-    for file in sorted(base_folder.iterdir()):
-        if file.name == "tokenizer_config.json":
-            publishable_tokenizer_config(file, out / file.name)
-        elif file.is_file() and file.name not in ("README.md", "LICENSE"):
-            link_or_copy(file, out / file.name)
-    shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
-    render_base_card(base_repo=base_repo, original_base=run.config["model"], adapter_repo=adapter_repo,
-                     is_tiny=run.is_tiny).save(out / "README.md")
-
-
-def stage_export(out: Path, folder: Path, kind: str, *, repo: str, base_model: str, adapter_repo: str,
-                 run: TrainingRun) -> None:
-    """A qg-export folder's files (hard-linked: weights are gigabytes), its card and the LICENSE."""
+def stage_weights(out: Path, folder: Path) -> None:
+    """A model folder's files, hard-linked where possible (weights are gigabytes), without its card, with the
+    EXAONE LICENSE, and its tokenizer_config.json without how it was loaded on this machine."""
     out.mkdir()
     for file in sorted(folder.iterdir()):
         if file.name == "tokenizer_config.json":
             publishable_tokenizer_config(file, out / file.name)
         elif file.is_file() and file.name not in ("README.md", "LICENSE"):
             link_or_copy(file, out / file.name)
+    shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
+
+
+def stage_base(out: Path, base_folder: Path, *, base_repo: str, run: TrainingRun, adapter_repo: str) -> None:
+    stage_weights(out, base_folder)
+    render_base_card(base_repo=base_repo, original_base=run.config["model"], adapter_repo=adapter_repo,
+                     is_tiny=run.is_tiny).save(out / "README.md")
+
+
+def stage_export(out: Path, folder: Path, kind: str, *, repo: str, base_model: str, adapter_repo: str,
+                 run: TrainingRun) -> None:
+    """A qg-export folder as `stage_weights` stages it, with its card."""
+    stage_weights(out, folder)
     render_export_card(kind, repo=repo, base_model=base_model, adapter_repo=adapter_repo, run=run).save(
         out / "README.md")
-    shutil.copy2(EXAONE_LICENSE_FILE, out / "LICENSE")
 
 
 def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
