@@ -424,7 +424,7 @@ def imported_modules(script: Path, package: Path) -> list[Path]:
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
-                # `from qg.x import y`: y is a module or a name in qg.x
+                # `from qg.x import y`: y is a module or a name in qg.x (qg imports absolutely, never `from .`)
                 names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             else:
                 continue
