@@ -12,8 +12,9 @@
         --dataset-repo ORG/korquad-qg --dataset-dir outputs/korquad-qg
 
 Online, the same folders are staged (in a temporary folder, or --staging-dir) and uploaded as they are, in the
-order base, dataset, model, merged, CTranslate2, Space; each repository's files become the staged ones. The model card is rendered from
-the run and evaluation folders (model_card/template.md) and refused when its metadata does not read back.
+order base, dataset, model, merged, CTranslate2, Space; each repository's files become the staged ones. The model
+card is rendered from the run and evaluation folders (model_card/template.md) and refused when its metadata does not
+read back.
 
 Publishing to the Hugging Face Hub: stage exactly what each repository receives, then upload the staged folders.
 
