@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,25 @@ def is_hub_id(name: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name for a LoRA adapter's weights
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in blocks (a base model's weights are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def adapter_sha256(model: str) -> str | None:
+    """The sha256 of a local adapter folder's weights: what an evaluation records and publishing checks, so that
+    scores are published with the adapter they measured. None for anything else (a Hub id, a full model)."""
+    weights = Path(model) / ADAPTER_WEIGHTS
+    return sha256_file(weights) if weights.is_file() else None
 
 
 def cache_dir() -> Path:

@@ -25,6 +25,7 @@ from qg.eval.metrics import QGBENCH_KO_MT5_BASE
 from qg.eval.runner import score_records
 from qg.generate import QuestionGenerator
 from qg.hub.model_card import EXAMPLE_PARAGRAPH, read_evaluation, read_run, write_model_card
+from qg.io import adapter_sha256
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
 from qg.train.config import TrainConfig
@@ -75,15 +76,17 @@ def distinct_scores(mode: str, start: float) -> dict:
 
 def write_evaluation(path: Path, mode: str = "agnostic", *, dataset: str = "outputs/demo/dataset",
                      dataset_revision: str = "sha256:0123456789abcdef", with_base: bool = True,
-                     scores: dict | None = None, samples: list[dict] | None = None) -> Path:
-    """metrics.json and after_outputs.json as evaluate() writes them."""
+                     scores: dict | None = None, samples: list[dict] | None = None,
+                     adapter: Path | None = None) -> Path:
+    """metrics.json and after_outputs.json as evaluate() writes them; `adapter`: the run folder evaluated."""
     path.mkdir(parents=True, exist_ok=True)
     decoding = ({"do_sample": True, "temperature": 0.7, "top_p": 0.9, "num_questions": 4} if mode == "agnostic"
                 else {"do_sample": False, "num_questions": 1}) | {"max_new_tokens": 48}
-    metrics = {"model": "outputs/run", "base_model": "/cache/base", "dataset": dataset,
-               "dataset_revision": dataset_revision, "split": "test", "mode": mode, "tokenization": {},
-               "decoding": decoding, "seed": 3, "counts": {"paragraphs": 7, "gold_questions": 21,
-                                                           "generated_questions": 19},
+    model = "outputs/run" if adapter is None else str(adapter)
+    metrics = {"model": model, "adapter_sha256": adapter_sha256(model), "base_model": "/cache/base",
+               "dataset": dataset, "dataset_revision": dataset_revision, "split": "test", "mode": mode,
+               "tokenization": {}, "decoding": decoding, "seed": 3,
+               "counts": {"paragraphs": 7, "gold_questions": 21, "generated_questions": 19},
                **(scores or distinct_scores(mode, 10.01)), "qgbench_reference": REFERENCE}
     if with_base:
         metrics["base"] = distinct_scores(mode, 60.03)
@@ -230,10 +233,16 @@ def test_card_renders_the_scores_evaluation_computes(tmp_path):
 def test_training_table_holds_the_whole_train_config(tmp_path):
     card, _ = render(tmp_path)
     config = yaml.safe_load((tmp_path / "run" / "train_config.yaml").read_text())
-    [rows] = tables(section(card, "Training"))
+    rows, versions = tables(section(card, "Training"))
+    assert versions[0] == ["library", "version", "from"]
     table = {key.strip("`"): value.strip("`") for key, value in rows[1:]}
-    assert list(table) == [f.name for f in dataclasses.fields(TrainConfig)] == list(config)
+    # Every key but the output folder (a path of the machine that trained); the dataset as its Hub repository.
+    assert list(table) == [f.name for f in dataclasses.fields(TrainConfig) if f.name != "output_dir"]
+    assert list(config) == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert table["dataset"] == REPOS["dataset_repo"] and config["dataset"] == "outputs/demo/dataset"
     for key, value in config.items():
+        if key in ("output_dir", "dataset"):
+            continue
         assert table[key] == (", ".join(value) if isinstance(value, list) else
                               yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip())
     assert "30 optimizer steps, 30,000 tokens" in card and "best validation loss: 0.13" in card  # 4.0 / 30
@@ -305,6 +314,8 @@ def test_tiny_model_card_says_it_is_a_demo_and_a_real_one_does_not(tmp_path):
 def test_licenses_and_citations(tmp_path):
     card, _ = render(tmp_path)
     licenses = section(card, "Licenses")
+    assert "[LICENSE](LICENSE)" in licenses  # the model repository's own LICENSE file
+    assert f"https://huggingface.co/datasets/{REPOS['dataset_repo']}/blob/main/LICENSE" in licenses
     assert "EXAONE AI Model License Agreement 1.1 - NC" in licenses and "non-commercial" in licenses
     assert "CC BY-ND 2.0 KR" in licenses and "LG CNS" in licenses
     bibtex = section(card, "Citation")

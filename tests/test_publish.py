@@ -18,8 +18,10 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
+import yaml
 from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
-from test_model_card import python_blocks, write_evaluation
+from fake_hub import EchoingHub, FakeHub
+from test_model_card import python_blocks, tables, write_evaluation
 
 import qg.data.build
 import qg.hub.model_card
@@ -38,13 +40,17 @@ SAMPLE = REPO / "hub_dataset" / "sample"
 _spec = importlib.util.spec_from_file_location("publish_script", REPO / "publish.py")
 publish_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(publish_script)
+_spec = importlib.util.spec_from_file_location("build_dataset_script", REPO / "hub_dataset" / "build_dataset.py")
+build_dataset_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_dataset_script)
 
 MODEL_REPO, SPACE_REPO, DATASET_REPO = "owner/tiny-qg-lora", "owner/tiny-qg", "owner/korquad-qg-sample"
 BASE_REPO = f"owner/{TINY_MODEL}-llama"  # the default: the model repo's owner, the base's name, -llama
+MERGED_REPO, CT2_REPO = "owner/tiny-qg-merged", "owner/tiny-qg-ct2"
 FAKE_TOKEN = "hf_publishTestTokenThatMustNeverLeak0123"
 MODEL_FILES = {"README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "chat_template.jinja", "train_config.yaml", "train_log.jsonl",
-               "loss_curve.png", "metrics.json", "after_outputs.json"}
+               "loss_curve.png", "metrics.json", "after_outputs.json", "LICENSE"}
 
 
 def cli(*argv: str | Path) -> tuple[int, str, str]:
@@ -79,8 +85,8 @@ def run_dir(tmp_path_factory, dataset_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def eval_dir(tmp_path_factory, dataset_dir) -> Path:
-    return write_evaluation(tmp_path_factory.mktemp("eval") / "eval", dataset=str(dataset_dir),
+def eval_dir(tmp_path_factory, dataset_dir, run_dir) -> Path:
+    return write_evaluation(tmp_path_factory.mktemp("eval") / "eval", dataset=str(dataset_dir), adapter=run_dir,
                             dataset_revision=dataset_revision(str(dataset_dir)))
 
 
@@ -127,7 +133,7 @@ def test_manifest_lists_exactly_the_staged_files(staged):
     assert {name: (r["repo_id"], r["repo_type"]) for name, r in manifest["repos"].items()} == {
         "base": (BASE_REPO, "model"), "dataset": (DATASET_REPO, "dataset"), "model": (MODEL_REPO, "model"),
         "space": (SPACE_REPO, "space")}
-    assert manifest["repos"]["space"]["space_sdk"] == "streamlit" and manifest["private"] is False
+    assert manifest["repos"]["space"]["space_sdk"] == "docker" and manifest["private"] is False
     for name, repo in manifest["repos"].items():
         on_disk = files_of(staging / name)
         assert [f["path"] for f in repo["files"]] == list(on_disk)
@@ -140,10 +146,22 @@ def test_manifest_lists_exactly_the_staged_files(staged):
 def test_model_folder_holds_adapter_card_and_records_but_no_checkpoints(staged, run_dir, eval_dir):
     model = staged[0] / "model"
     assert set(files_of(model)) == MODEL_FILES
-    for name in MODEL_FILES - {"README.md", "adapter_config.json", "metrics.json", "after_outputs.json"}:
+    rewritten = {"README.md", "LICENSE", "adapter_config.json", "train_config.yaml", "tokenizer_config.json",
+                 "metrics.json", "after_outputs.json"}
+    for name in MODEL_FILES - rewritten:
         assert (model / name).read_bytes() == (run_dir / name).read_bytes()
-    for name in ("metrics.json", "after_outputs.json"):
-        assert (model / name).read_bytes() == (eval_dir / name).read_bytes()
+    assert (model / "after_outputs.json").read_bytes() == (eval_dir / "after_outputs.json").read_bytes()
+    # What was evaluated, named as published (publishing checked it is this adapter on this dataset).
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert json.loads((model / "metrics.json").read_text()) == metrics | {
+        "model": MODEL_REPO, "base_model": BASE_REPO, "dataset": DATASET_REPO}
+    config = yaml.safe_load((run_dir / "train_config.yaml").read_text())
+    assert yaml.safe_load((model / "train_config.yaml").read_text()) == {
+        key: DATASET_REPO if key == "dataset" else value for key, value in config.items() if key != "output_dir"}
+    tokenizer_config = json.loads((run_dir / "tokenizer_config.json").read_text())
+    assert tokenizer_config["is_local"] is True  # as transformers saves it, loaded with local_files_only
+    assert json.loads((model / "tokenizer_config.json").read_text()) == {
+        key: value for key, value in tokenizer_config.items() if key not in ("is_local", "local_files_only")}
     staged_config = json.loads((model / "adapter_config.json").read_text())
     run_config = json.loads((run_dir / "adapter_config.json").read_text())
     assert staged_config == run_config | {"base_model_name_or_path": BASE_REPO}
@@ -155,7 +173,7 @@ def test_model_folder_holds_adapter_card_and_records_but_no_checkpoints(staged, 
 def test_base_folder_is_the_converted_base_with_a_card_hard_linked(staged, run_dir):
     base_source = Path(json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
     base = staged[0] / "base"
-    assert set(files_of(base)) == {p.name for p in base_source.iterdir()} | {"README.md"}
+    assert set(files_of(base)) == {p.name for p in base_source.iterdir()} | {"README.md", "LICENSE"}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(files_of(base))
     weights, source = (base / "model.safetensors").stat(), (base_source / "model.safetensors").stat()
     if weights.st_dev == source.st_dev:  # a hard link only within one file system
@@ -164,6 +182,50 @@ def test_base_folder_is_the_converted_base_with_a_card_hard_linked(staged, run_d
     metadata = metadata_load(base / "README.md")
     assert (metadata["license"], metadata["license_name"]) == ("other", "exaone")
     assert "not a language model" in (base / "README.md").read_text()  # the tiny base says what it is
+
+
+def text_files(folder: Path) -> dict[str, str]:
+    return {name: content.decode() for name, content in files_of(folder).items()
+            if not name.endswith((".safetensors", ".png", ".parquet"))}
+
+
+def test_repos_carry_their_licenses_linked_from_the_cards_and_no_local_paths(staged, run_dir, dataset_dir):
+    staging = staged[0]
+    for folder in ("model", "base"):
+        license_text = (staging / folder / "LICENSE").read_text()
+        assert "EXAONE AI Model License Agreement 1.1 - NC" in license_text
+        assert "https://huggingface.co/LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct/blob/main/LICENSE" in license_text
+        assert "[LICENSE](LICENSE)" in (staging / folder / "README.md").read_text()
+    dataset_license = (staging / "dataset" / "LICENSE").read_text()
+    assert "CC BY-ND 2.0 KR" in dataset_license
+    assert "https://creativecommons.org/licenses/by-nd/2.0/kr/" in dataset_license
+    dataset_card = (staging / "dataset" / "README.md").read_text()
+    assert "[LICENSE](LICENSE)" in dataset_card
+    assert "@article{lim2019korquad1" in dataset_card and "https://arxiv.org/abs/1909.07005" in dataset_card
+    metadata = metadata_load(staging / "dataset" / "README.md")
+    assert (metadata["annotations_creators"], metadata["language_creators"], metadata["multilinguality"]) == (
+        ["crowdsourced"], ["found"], ["monolingual"])
+    card = (staging / "model" / "README.md").read_text()
+    assert f"https://huggingface.co/datasets/{DATASET_REPO}/blob/main/LICENSE" in card
+    assert qg.hub.model_card.SOURCE_REPOSITORY in card
+    # Paths of the machine that trained and evaluated: the run's and the dataset's folders, the cached base.
+    local = [str(run_dir.parent.parent), os.environ["QG_CACHE"], "outputs/"]
+    for folder in ("model", "base", "dataset"):
+        for name, text in text_files(staging / folder).items():
+            assert not [path for path in local if path in text], f"{folder}/{name}"
+        assert '"is_local"' not in text_files(staging / folder).get("tokenizer_config.json", "")
+
+
+def test_card_lists_the_framework_versions_and_where_they_come_from(staged, run_dir):
+    from importlib.metadata import version
+
+    card = (staged[0] / "model" / "README.md").read_text()
+    [versions] = tables(card.split("### Framework versions", 1)[1].split("\n## ", 1)[0])
+    rows = {row[0]: row[1:] for row in versions[1:]}
+    peft_version = json.loads((run_dir / "adapter_config.json").read_text())["peft_version"]
+    assert rows["peft"] == [peft_version, "recorded by training (adapter_config.json)"]
+    for name in ("torch", "transformers", "accelerate"):
+        assert rows[name] == [version(name), "installed where this card was rendered (the run does not record it)"]
 
 
 @pytest.fixture(scope="module")
@@ -242,28 +304,105 @@ def test_card_code_runs_as_written(staged, hub_cache, tmp_path):
     assert out["prompt"] == encode_prompt(tokenizer, EXAMPLE_PARAGRAPH).input_ids  # the prompt it was trained on
 
 
-def test_space_folder_names_the_published_repos(staged):
+def test_space_folder_is_space_as_it_is_but_its_card_and_names_the_adapter_in_a_variable(staged):
     space = staged[0] / "space"
-    source = {name: content for name, content in files_of(REPO / "space").items() if "__pycache__" not in name}
-    package = {f"qg/{name}": content for name, content in files_of(REPO / "qg").items() if "__pycache__" not in name}
-    staged_files = files_of(space)
-    assert set(staged_files) == set(source) | set(package)
-    assert all(staged_files[name] == content for name, content in package.items())
-    assert all(staged_files[name] == source[name] for name in source if name not in ("app.py", "README.md"))
+    changed = {name for name, content in files_of(space).items()
+               if content != (REPO / ("space" if "/" not in name else "") / name).read_bytes()}
+    assert changed == {"README.md"}  # app.py and the qg modules as they are
     card = SpaceCard.load(space / "README.md").data
     assert card.models[:2] == [MODEL_REPO, BASE_REPO] and card.datasets[0] == DATASET_REPO
-    assert card.sdk == "streamlit" and card.app_file == "app.py"
-    app = (space / "app.py").read_text()
-    assert f'PUBLISHED_ADAPTER = "{MODEL_REPO}"' in app
-    original = (REPO / "space" / "app.py").read_text().splitlines()
-    assert [line for line in app.splitlines() if line not in original] == [f'PUBLISHED_ADAPTER = "{MODEL_REPO}"']
     text = (space / "README.md").read_text()
     assert "ORG/" not in text and f"https://huggingface.co/{MODEL_REPO}" in text
+    # app.py loads os.environ["QG_MODEL"]: the Space variable publishing sets.
+    manifest = json.loads((staged[0] / "manifest.json").read_text())
+    assert manifest["repos"]["space"]["space_variables"] == {"QG_MODEL": MODEL_REPO}
+    assert 'os.environ.get("QG_MODEL"' in (space / "app.py").read_text()
+
+
+def test_space_is_a_docker_space_whose_card_names_the_published_repos(staged):
+    space = staged[0] / "space"
+    card = SpaceCard.load(space / "README.md").data
+    assert (card.sdk, card.app_port, card.get("suggested_hardware")) == ("docker", 8501, "cpu-basic")
+    assert card.models == [MODEL_REPO, BASE_REPO]  # the adapter and the base it loads on
+    assert card.get("preload_from_hub") == [MODEL_REPO, BASE_REPO]  # the weights app.py loads, fetched at build
+    assert card.datasets == [DATASET_REPO, "KorQuAD/squad_kor_v1"]
+    assert 0 < len(card.get("short_description")) <= 60  # the Hub's limit
+    assert card.get("sdk_version") is None and card.get("python_version") is None  # the Dockerfile decides
+    instructions = [line.split(maxsplit=1) for line in (space / "Dockerfile").read_text().replace("\\\n", " ")
+                    .splitlines() if line.strip() and not line.startswith("#")]
+    assert instructions[0] == ["FROM", "python:3.11-slim"]
+    [useradd] = [args for op, args in instructions if op == "RUN" and "useradd" in args]
+    assert "-u 1000 user" in useradd
+    users = [args for op, args in instructions if op == "USER"]
+    assert users[-1] == "user"  # the app runs as uid 1000, not root
+    runs = [args for op, args in instructions if op == "RUN"]
+    assert any("pip install" in run and "-r requirements.txt" in run for run in runs)
+    [cmd] = [json.loads(args) for op, args in instructions if op == "CMD"]
+    assert cmd == ["streamlit", "run", "app.py", "--server.port", str(card.app_port), "--server.address", "0.0.0.0"]
+    copied = [args.split()[-2] for op, args in instructions if op == "COPY"]
+    assert all((space / source).exists() for source in copied)
+
+
+STAGED_APP_DRIVER = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app.py", default_timeout=240).run()
+assert not at.exception, at.exception
+at.button[0].click().run()
+assert not at.exception, at.exception
+modules = sorted(m.__file__ for name, m in sys.modules.items() if name == "qg" or name.startswith("qg."))
+json.dump({"modules": modules, "model": [c.value for c in at.caption][0], "errors": [e.value for e in at.error],
+           "shown": len(at.code) + len(at.warning)}, open(sys.argv[1], "w"))
+"""
+
+
+def test_staged_space_runs_from_its_own_files_with_its_variable(staged, hub_cache, tmp_path):
+    """The staged Space, copied on its own and run headless as the Space runs it (app.py from its folder, the Space
+    variables in the environment, not this checkout on the path): it loads the published adapter, generates, and
+    every qg module it imports is a staged file; the staged qg modules are exactly those."""
+    space = shutil.copytree(staged[0] / "space", tmp_path / "space")
+    variables = json.loads((staged[0] / "manifest.json").read_text())["repos"]["space"]["space_variables"]
+    env = {**os.environ, **variables, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HF_TOKEN", None)
+    # -E: no PYTHONPATH (the checkout); -B: no bytecode written next to the staged files.
+    result = subprocess.run([sys.executable, "-E", "-B", "-c", STAGED_APP_DRIVER, str(tmp_path / "out.json")],
+                            cwd=space, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["errors"] == [] and out["shown"] > 0 and f"`{MODEL_REPO}`" in out["model"]
+    staged_modules = sorted(p.relative_to(space).as_posix() for p in (space / "qg").rglob("*.py"))
+    assert sorted(Path(m).resolve().relative_to(space.resolve()).as_posix() for m in out["modules"]) == \
+        staged_modules
+
+
+def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monkeypatch, run_dir, eval_dir,
+                                                                 dataset_dir):
+    package = shutil.copytree(REPO / "qg", tmp_path / "source" / "qg", ignore=shutil.ignore_patterns("__pycache__"))
+    planted = [package / "space" / ".streamlit" / "secrets.toml", package / ".env", package / "x.py~",
+               package / "space" / ".env"]
+    for file in planted:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f'HF_TOKEN = "{FAKE_TOKEN}"\n')
+    monkeypatch.setattr(qg.hub.publish, "PACKAGE_SOURCE", package)
+    monkeypatch.setattr(qg.hub.publish, "SPACE_SOURCE", package / "space")
+    staging = tmp_path / "staging"
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline"))
+    assert code == 0, err
+    space_files = set(files_of(staging / "space"))
+    assert {name for name in space_files if not name.startswith("qg/")} == set(qg.hub.publish.SPACE_FILES)
+    assert {name for name in space_files if name.startswith("qg/")} == {
+        "qg/__init__.py", "qg/cli.py", "qg/io.py", "qg/prompt.py", "qg/quality.py", "qg/generate.py",
+        "qg/data/__init__.py", "qg/data/korquad.py", "qg/models/__init__.py", "qg/models/exaone.py",
+        "qg/models/loading.py", "qg/models/tiny.py"}  # what app.py imports, directly or not
+    manifest = (staging / "manifest.json").read_text()
+    assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
+    assert all(f'"{name}"' not in manifest for name in ("secrets.toml", ".env", "x.py~", ".streamlit"))
+    assert "secrets.toml" not in manifest and ".env" not in manifest and "~" not in manifest
 
 
 def test_dataset_folder_is_the_build_with_its_card_naming_the_repo(staged, dataset_dir):
     dataset = staged[0] / "dataset"
-    assert set(files_of(dataset)) == set(files_of(dataset_dir))
+    assert set(files_of(dataset)) == set(files_of(dataset_dir)) | {"LICENSE"}
     for name, content in files_of(dataset_dir).items():
         if name != "README.md":
             assert (dataset / name).read_bytes() == content
@@ -285,37 +424,36 @@ def test_offline_staging_never_writes_or_prints_the_token(staged):
     assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
 
 
-def test_online_publish_uploads_exactly_the_staged_folders(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
-    hub, calls = {}, []  # (repo type, repo id) -> the files it received
+def sent_files_match_manifest(hub: FakeHub, staging: Path) -> None:
+    """Every repository of manifest.json received exactly its listed files, each with the listed size and sha256."""
+    manifest = json.loads((staging / "manifest.json").read_text())
+    for repo in manifest["repos"].values():
+        sent = hub.repos[repo["repo_type"], repo["repo_id"]]
+        assert sorted(sent) == [f["path"] for f in repo["files"]]
+        for entry in repo["files"]:
+            content = sent[entry["path"]]
+            assert (len(content), hashlib.sha256(content).hexdigest()) == (entry["size"], entry["sha256"])
 
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create", repo_id, kwargs["repo_type"], kwargs["private"], kwargs.get("space_sdk")))
 
-    def upload_folder(self, *, repo_id, folder_path, repo_type, **kwargs):
-        calls.append(("upload", repo_id, repo_type, kwargs["delete_patterns"]))
-        hub[repo_type, repo_id] = files_of(Path(folder_path))
-
-    def push_qg_dataset(folder, repo_id, *, private, token):
-        calls.append(("push_dataset", repo_id, private, token == FAKE_TOKEN))
-        hub["dataset", repo_id] = files_of(Path(folder))
-
+def test_online_publish_sends_exactly_the_manifest_files(tmp_path, monkeypatch, run_dir, eval_dir, dataset_dir):
+    hub = FakeHub(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setattr(HfApi, "whoami", lambda self, *a, **k: {"name": "owner"})
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(qg.data.build, "push_qg_dataset", push_qg_dataset)
     staging = tmp_path / "staging"
     code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base",
                                        "--private"))
     assert code == 0, err
-    assert calls == [
-        ("create", "owner/the-base", "model", True, None), ("upload", "owner/the-base", "model", "*"),
-        ("create", DATASET_REPO, "dataset", True, None), ("push_dataset", DATASET_REPO, True, True),
-        ("create", MODEL_REPO, "model", True, None), ("upload", MODEL_REPO, "model", "*"),
-        ("create", SPACE_REPO, "space", True, "streamlit"), ("upload", SPACE_REPO, "space", "*")]
-    staged_repos = [("base", "model", "owner/the-base"), ("dataset", "dataset", DATASET_REPO),
-                    ("model", "model", MODEL_REPO), ("space", "space", SPACE_REPO)]
-    assert {(t, r): files_of(staging / name) for name, t, r in staged_repos} == hub
+    assert hub.calls == [
+        ("whoami",),
+        ("create_repo", "owner/the-base", "model", True, None), ("upload_folder", "owner/the-base", "model", "*"),
+        ("create_repo", DATASET_REPO, "dataset", True, None), ("upload_folder", DATASET_REPO, "dataset", "*"),
+        ("create_repo", MODEL_REPO, "model", True, None), ("upload_folder", MODEL_REPO, "model", "*"),
+        ("create_repo", SPACE_REPO, "space", True, "docker"),
+        ("add_space_variable", SPACE_REPO, "QG_MODEL", MODEL_REPO), ("upload_folder", SPACE_REPO, "space", "*")]
+    assert sorted(hub.repos) == [("dataset", DATASET_REPO), ("model", "owner/the-base"), ("model", MODEL_REPO),
+                                 ("space", SPACE_REPO)]
+    sent_files_match_manifest(hub, staging)
+    assert hub.repos["dataset", DATASET_REPO]["data/pairs/train-00000-of-00001.parquet"] == \
+        (dataset_dir / "data" / "pairs" / "train-00000-of-00001.parquet").read_bytes()  # as built, not re-encoded
     assert json.loads((staging / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         "owner/the-base"
     assert SpaceCard.load(staging / "space" / "README.md").data.models[1] == "owner/the-base"
@@ -324,12 +462,26 @@ def test_online_publish_uploads_exactly_the_staged_folders(tmp_path, monkeypatch
     assert f"published model   https://huggingface.co/{MODEL_REPO}" in out
 
     # Without --staging-dir: a temporary staging in the qg cache, the same uploads, nothing left behind.
-    first, calls[:] = dict(hub), []
+    first, hub.calls[:] = dict(hub.repos), []
     monkeypatch.setenv("QG_CACHE", str(tmp_path / "cache"))
     args = publish_args(run_dir, eval_dir, dataset_dir, staging, "--base-repo", "owner/the-base", "--private")
     code, _, err = cli(*args[:args.index("--staging-dir")], *args[args.index("--staging-dir") + 2:])
     assert code == 0, err
-    assert hub == first and len(calls) == 8 and list((tmp_path / "cache").iterdir()) == []
+    assert hub.repos == first and len(hub.calls) == 10 and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_build_dataset_push_uploads_the_folder_publish_stages(tmp_path, monkeypatch, staged):
+    """build_dataset.py --push-to-hub sends the files publish.py stages for a dataset repo: the parquet files as
+    written, in one upload_folder commit."""
+    hub = FakeHub(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    out = tmp_path / "dataset"
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        run(lambda: build_dataset_script.main(["--sample", "--output-dir", str(out), "--push-to-hub", DATASET_REPO]))
+    assert hub.calls == [("create_repo", DATASET_REPO, "dataset", False, None),
+                         ("upload_folder", DATASET_REPO, "dataset", "*")]
+    assert hub.repos["dataset", DATASET_REPO] == files_of(staged[0] / "dataset")  # the same build, staged alike
+    assert f"pushed to https://huggingface.co/datasets/{DATASET_REPO}" in stdout.getvalue()
 
 
 def one_error_line(code: int, err: str, starts: str) -> None:
@@ -350,6 +502,44 @@ def test_unreachable_hub_is_one_line_and_nothing_is_created(tmp_path, monkeypatc
     code, out, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))
     one_error_line(code, err, "reaching the Hugging Face Hub failed ([Errno 111] Connection refused")
     assert FAKE_TOKEN not in out + err  # the error text held the token; it is cut out
+
+
+# Not shaped like a Hugging Face token, so only scrubbing the exact value of HF_TOKEN can hide it.
+ECHOED_TOKEN = "qgSecretThatTheHubEchoes0123456789"
+
+
+def echoing_hub_env(tmp_path: Path, hub: EchoingHub) -> dict[str, str]:
+    return {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": ECHOED_TOKEN,
+            "HF_HOME": str(tmp_path / "hf-home")}
+
+
+@pytest.mark.parametrize(("failing", "message"), [
+    ("whoami", "reaching the Hugging Face Hub failed ("), ("create", f"publishing {BASE_REPO} failed ("),
+    ("upload", f"publishing {BASE_REPO} failed (")])
+def test_hub_errors_that_echo_the_token_are_one_line_without_it(tmp_path, failing, message, run_dir, eval_dir,
+                                                                dataset_dir):
+    with EchoingHub({failing}) as hub:
+        result = subprocess.run([sys.executable, "publish.py",
+                                 *map(str, publish_args(run_dir, eval_dir, dataset_dir, tmp_path / "staging"))],
+                                cwd=REPO, env=echoing_hub_env(tmp_path, hub), capture_output=True, text=True,
+                                timeout=300)
+    assert f"Bearer {ECHOED_TOKEN}" in hub.authorizations  # it was sent, and came back in an error
+    one_error_line(result.returncode, result.stderr, message)
+    assert ECHOED_TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("failing", ["create", "upload"])
+def test_build_dataset_push_errors_that_echo_the_token_are_one_line_without_it(tmp_path, failing):
+    out = tmp_path / "built"
+    with EchoingHub({failing}) as hub:
+        result = subprocess.run([sys.executable, "hub_dataset/build_dataset.py", "--sample", "--output-dir", str(out),
+                                 "--push-to-hub", DATASET_REPO], cwd=REPO, env=echoing_hub_env(tmp_path, hub),
+                                capture_output=True, text=True, timeout=300)
+    assert f"Bearer {ECHOED_TOKEN}" in hub.authorizations
+    assert result.returncode == 2 and ECHOED_TOKEN not in result.stdout + result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"error: could not push to {DATASET_REPO} (") and "<token>" in error
+    assert error.endswith(f"the dataset is built in {out}, run again to retry")
 
 
 def test_hub_offline_mode_is_one_line_from_the_real_command(tmp_path, run_dir, eval_dir, dataset_dir):
@@ -418,10 +608,94 @@ def test_dataset_that_was_not_evaluated_is_refused(tmp_path, run_dir, eval_dir):
     one_error_line(code, err, f"--dataset-dir {other} is not the dataset")
 
 
+def test_evaluation_of_another_adapter_is_refused(tmp_path, run_dir, dataset_dir):
+    """Run B's evaluation next to run A's adapter: the card would publish B's scores as A's."""
+    from safetensors.torch import load_file, save_file
+
+    other = shutil.copytree(run_dir, tmp_path / "run-b", ignore=shutil.ignore_patterns("checkpoints", "best"))
+    weights = load_file(other / "adapter_model.safetensors")
+    save_file({name: tensor + 1 for name, tensor in weights.items()}, other / "adapter_model.safetensors")
+    revision = dataset_revision(str(dataset_dir))
+    eval_b = write_evaluation(tmp_path / "eval-b", dataset=str(dataset_dir), dataset_revision=revision, adapter=other)
+    code, _, err = cli(*publish_args(run_dir, eval_b, dataset_dir, tmp_path / "staging", "--offline"))
+    one_error_line(code, err, f"--eval-dir {eval_b} evaluated another adapter ({other}) than --adapter {run_dir}")
+    unrecorded = write_evaluation(tmp_path / "eval-hub", dataset=str(dataset_dir), dataset_revision=revision)
+    code, _, err = cli(*publish_args(run_dir, unrecorded, dataset_dir, tmp_path / "staging", "--offline"))
+    one_error_line(code, err, f"{unrecorded}/metrics.json does not say which adapter it evaluated")
+    assert not (tmp_path / "staging").exists()
+
+
+@pytest.fixture
+def export_dirs(tmp_path, run_dir) -> tuple[Path, Path]:
+    """Small stand-ins for qg-export's folders: the tiny base as a merged model (a real transformers folder), and a
+    CTranslate2 layout; both with the tokenizer_config.json as transformers saved it."""
+    base_source = Path(json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
+    merged = shutil.copytree(base_source, tmp_path / "merged")
+    ctranslate2 = tmp_path / "ctranslate2"
+    ctranslate2.mkdir()
+    (ctranslate2 / "model.bin").write_bytes(b"ctranslate2 weights stand-in")
+    (ctranslate2 / "config.json").write_text(json.dumps({"bos_token": "[BOS]", "eos_token": "[|endofturn|]"}))
+    for folder in (merged, ctranslate2):
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy2(run_dir / name, folder / name)
+    return merged, ctranslate2
+
+
+def test_exported_folders_are_staged_with_card_and_license_and_uploaded(tmp_path, monkeypatch, run_dir, eval_dir,
+                                                                        dataset_dir, export_dirs):
+    merged, ctranslate2 = export_dirs
+    hub = FakeHub(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    staging = tmp_path / "staging"
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--merged-dir", merged, "--merged-repo",
+                                     MERGED_REPO, "--ctranslate2-dir", ctranslate2, "--ctranslate2-repo", CT2_REPO))
+    assert code == 0, err
+    manifest = json.loads((staging / "manifest.json").read_text())
+    assert {name: repo["repo_id"] for name, repo in manifest["repos"].items()} == {
+        "base": BASE_REPO, "dataset": DATASET_REPO, "model": MODEL_REPO, "merged": MERGED_REPO,
+        "ctranslate2": CT2_REPO, "space": SPACE_REPO}  # in this order: what a card links is up first
+    sent_files_match_manifest(hub, staging)
+    for folder, source, repo_id, library in [("merged", merged, MERGED_REPO, "transformers"),
+                                             ("ctranslate2", ctranslate2, CT2_REPO, "ctranslate2")]:
+        staged_files, source_files = files_of(staging / folder), files_of(source)
+        assert set(staged_files) == set(source_files) | {"README.md", "LICENSE"}
+        assert all(staged_files[name] == content for name, content in source_files.items()
+                   if name != "tokenizer_config.json")
+        assert json.loads(staged_files["tokenizer_config.json"]) == {
+            key: value for key, value in json.loads(source_files["tokenizer_config.json"]).items()
+            if key not in ("is_local", "local_files_only")}
+        assert staged_files["LICENSE"] == (staging / "model" / "LICENSE").read_bytes()
+        card = ModelCard.load(staging / folder / "README.md")
+        assert (card.data.base_model, card.data.library_name, card.data.license_name) == (BASE_REPO, library, "exaone")
+        assert f"[{MODEL_REPO}](https://huggingface.co/{MODEL_REPO})" in card.text  # the adapter it comes from
+        assert f'"{repo_id}"' in card.text and "[LICENSE](LICENSE)" in card.text
+
+
+def test_export_folder_that_lacks_a_file_is_refused_in_one_line(tmp_path, run_dir, eval_dir, dataset_dir,
+                                                                export_dirs):
+    merged, ctranslate2 = export_dirs
+    (ctranslate2 / "model.bin").unlink()
+    (merged / "model.safetensors").unlink()
+    staging = tmp_path / "staging"
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline", "--ctranslate2-dir",
+                                     ctranslate2, "--ctranslate2-repo", CT2_REPO))
+    one_error_line(code, err, f"--ctranslate2-dir {ctranslate2} is not a ctranslate2 model folder written by "
+                              "qg-export (no model.bin)")
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline", "--merged-dir", merged,
+                                     "--merged-repo", MERGED_REPO))
+    one_error_line(code, err, f"--merged-dir {merged} is not a merged model folder written by qg-export (no "
+                              "model.safetensors or model.safetensors.index.json)")
+    code, _, err = cli(*publish_args(run_dir, eval_dir, dataset_dir, staging, "--offline", "--merged-dir", merged,
+                                     "--merged-repo", MODEL_REPO))
+    assert code == 2 and "--model-repo and --merged-repo must differ" in err
+    assert not staging.exists()
+
+
 def test_help_explains_every_flag():
     result = subprocess.run([sys.executable, "publish.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0
     for flag in ("--adapter", "--eval-dir", "--model-repo", "--space-repo", "--base-repo", "--dataset-repo",
-                 "--dataset-dir", "--private", "--offline", "--staging-dir"):
+                 "--dataset-dir", "--merged-dir", "--merged-repo", "--ctranslate2-dir", "--ctranslate2-repo",
+                 "--private", "--offline", "--staging-dir"):
         assert flag in result.stdout
     assert "qg-publish --adapter" in result.stdout  # the ready-to-paste commands

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import datasets
-import httpx2
 import pyarrow as pa
 import pyarrow.parquet as pq
-from huggingface_hub import DatasetCard, get_token, metadata_load
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub import HfApi, get_token, metadata_load
 
 from qg.cli import UserError, command, one_line
-from qg.data.card import dataset_card
+from qg.data.card import dataset_card, stage_dataset_repo
 from qg.data.korquad import (
     KORQUAD_HUB_ID,
     KorQuADSource,
@@ -111,17 +110,16 @@ def hub_token() -> str:
 
 
 def push_qg_dataset(output_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> None:
-    """Push both configs of a build and its card to the dataset repo `repo_id`, in the layout of `output_dir`."""
+    """Upload a build to the dataset repo `repo_id` as publish.py stages it (`qg.data.card.stage_dataset_repo`), in
+    one commit: the parquet files as written, not re-encoded."""
+    from qg.hub.upload import hub_errors, push_folder
+
     output_dir = Path(output_dir)
-    try:
-        for config in CONFIGS:
-            _load_built_folder(output_dir, config).push_to_hub(
-                repo_id, config_name=config, data_dir=f"data/{config}", private=private, token=token)
-        # push_to_hub wrote its own README for each config; the card replaces it, with the same `configs`.
-        DatasetCard.load(output_dir / "README.md").push_to_hub(repo_id, token=token)
-    except (OSError, httpx2.HTTPError, HFValidationError) as err:
-        raise UserError(f"could not push to {repo_id} ({one_line(err)}); the dataset is built in {output_dir}, "
-                        "run again to retry") from None
+    with (tempfile.TemporaryDirectory(prefix="qg-dataset-") as tmp,
+          hub_errors(f"could not push to {repo_id}", f"the dataset is built in {output_dir}, run again to retry")):
+        folder = stage_dataset_repo(output_dir, Path(tmp) / "dataset", repo_id)
+        push_folder(HfApi(token=token), folder, repo_id, "dataset", private=private,
+                    commit_message="Upload the dataset with build_dataset.py")
 
 
 def load_qg_dataset(name_or_path: str, config: str = "pairs") -> datasets.DatasetDict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -13,6 +14,26 @@ from qg.data.schema import CONFIGS, QGDatasetBuild, data_file_pattern
 
 LICENSE_NAME = "cc-by-nd-2.0-kr"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nd/2.0/kr/"
+# What the card's examples load when the build was made without --push-to-hub; staging names the real repo.
+REPO_PLACEHOLDER = "ORG/NAME"
+KORQUAD_ARXIV = "https://arxiv.org/abs/1909.07005"
+KORQUAD_BIBTEX = """@article{lim2019korquad1,
+  title   = {{KorQuAD1.0}: Korean {QA} Dataset for Machine Reading Comprehension},
+  author  = {Lim, Seungyoung and Kim, Myungji and Lee, Jooyoul},
+  journal = {arXiv preprint arXiv:1909.07005},
+  year    = {2019},
+  url     = {https://arxiv.org/abs/1909.07005}
+}"""
+# The dataset repository's LICENSE file: KorQuAD's license, which the card links.
+LICENSE_TEXT = f"""KorQuAD 1.0 is by LG CNS and is licensed under the Creative Commons Attribution-NoDerivs 2.0 Korea
+license (CC BY-ND 2.0 KR):
+
+    {LICENSE_URL}
+
+This dataset carries the KorQuAD 1.0 text, normalised and regrouped as its README.md describes, with nothing added.
+Attribution: Seungyoung Lim, Myungji Kim, Jooyoul Lee. KorQuAD1.0: Korean QA Dataset for Machine Reading
+Comprehension. arXiv:1909.07005, 2019. {KORQUAD_ARXIV} https://korquad.github.io
+"""
 SPLIT_SOURCES = {
     "train": "official train set, minus the validation articles",
     "validation": "articles drawn from the official train set",
@@ -26,6 +47,10 @@ def dataset_card(build: QGDatasetBuild) -> DatasetCard:
     metadata = DatasetCardData(
         pretty_name="KorQuAD 1.0 for question generation",
         language=["ko"],
+        # KorQuAD's questions and answers were written by crowd workers about paragraphs found on Wikipedia.
+        annotations_creators=["crowdsourced"],
+        language_creators=["found"],
+        multilinguality=["monolingual"],
         license="other",
         license_name=LICENSE_NAME,
         license_link=LICENSE_URL,
@@ -42,6 +67,18 @@ def dataset_card(build: QGDatasetBuild) -> DatasetCard:
     return DatasetCard(f"---\n{metadata.to_yaml()}\n---\n\n{_body(build)}")
 
 
+def stage_dataset_repo(build_dir: Path, out: Path, repo_id: str) -> Path:
+    """Write to `out` what the dataset repository `repo_id` receives: the build's data/, its card, whose examples
+    load `repo_id`, and KorQuAD's LICENSE; returns `out`."""
+    out.mkdir()
+    shutil.copytree(build_dir / "data", out / "data")
+    (out / "LICENSE").write_text(LICENSE_TEXT, encoding="utf-8")
+    card = DatasetCard.load(build_dir / "README.md")
+    card.text = card.text.replace(f'"{REPO_PLACEHOLDER}"', f'"{repo_id}"')
+    card.save(out / "README.md")
+    return out
+
+
 def size_category(rows: int) -> str:
     """The Hub's size bucket for a number of rows (here: questions, the rows of the `pairs` config)."""
     for bound, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]:
@@ -52,7 +89,7 @@ def size_category(rows: int) -> str:
 
 def _body(build: QGDatasetBuild) -> str:
     splits = build.splits
-    repo = build.hub_repo_id or "ORG/NAME"
+    repo = build.hub_repo_id or REPO_PLACEHOLDER
     rows = [f"| {split} | {SPLIT_SOURCES[split]} | {len({p.title for p in paragraphs}):,} | {len(paragraphs):,} | "
             f"{sum(len(p.questions) for p in paragraphs):,} |" for split, paragraphs in splits.items()]
     lengths = []
@@ -152,12 +189,19 @@ def _body(build: QGDatasetBuild) -> str:
         "",
         "## License",
         "",
-        f"KorQuAD 1.0 is by LG CNS and is licensed [CC BY-ND 2.0 KR]({LICENSE_URL}): use requires attribution,",
-        "and adapted versions may not be distributed. This dataset carries the KorQuAD text with the normalisation",
-        "and regrouping described above and nothing added; check that your use fits the license. Attribution:",
+        f"KorQuAD 1.0 is by LG CNS and is licensed [CC BY-ND 2.0 KR]({LICENSE_URL}) (the repository's",
+        "[LICENSE](LICENSE)): use requires attribution, and adapted versions may not be distributed. This dataset",
+        "carries the KorQuAD text with the normalisation and regrouping described above and nothing added; check",
+        "that your use fits the license. Attribution:",
         "",
         "> Seungyoung Lim, Myungji Kim, Jooyoul Lee. *KorQuAD1.0: Korean QA Dataset for Machine Reading",
-        "> Comprehension*. arXiv:1909.07005, 2019. https://korquad.github.io",
+        f"> Comprehension*. [arXiv:1909.07005]({KORQUAD_ARXIV}), 2019. https://korquad.github.io",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        KORQUAD_BIBTEX,
+        "```",
         "",
     ])
 

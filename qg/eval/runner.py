@@ -42,11 +42,10 @@ from qg.config import parse_config
 from qg.data.build import load_qg_dataset
 from qg.eval.config import OUTPUT_ONLY_FIELDS, EvalConfig
 from qg.eval.metrics import QGBENCH_KO_MT5_BASE, group_by_sentence, score_predictions, score_recommendations
-from qg.io import atomic_write_json, atomic_write_text, folder_lock, is_hub_id
+from qg.io import adapter_sha256, atomic_write_json, atomic_write_text, folder_lock, is_hub_id
 from qg.models.tiny import TINY_MODEL
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft's save_pretrained writes and publish.py uploads
 
 
 def answer_sentence(context: str, answer_start: int) -> str:
@@ -232,17 +231,6 @@ def adapter_base(model: str, base: str | None) -> str | None:
     except ValueError:  # peft's "Can't find 'adapter_config.json'": a merged or plain model
         return None
     return base or adapter_base_name
-
-
-def adapter_sha256(model: str) -> str:
-    """sha256 of the adapter's weights file: what publish.py checks against the adapter it uploads."""
-    path = Path(model) / ADAPTER_WEIGHTS
-    if not path.is_file():
-        from huggingface_hub import hf_hub_download
-
-        path = Path(hf_hub_download(model, ADAPTER_WEIGHTS))
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def score_records(records: list[dict], mode: str, output: str, bertscore_model: str | None = None) -> dict:

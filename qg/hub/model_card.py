@@ -32,6 +32,14 @@ from qg.models.tiny import TINY_MODEL
 from qg.prompt import SYSTEM_PROMPT, USER_TEMPLATES
 
 TEMPLATE_PATH = Path(str(importlib.resources.files("qg.hub") / "templates" / "model_card.md"))
+# The LICENSE file of every repository holding EXAONE-derived weights (the license's own text cannot be fetched).
+EXAONE_LICENSE_FILE = Path(str(importlib.resources.files("qg.hub") / "templates" / "EXAONE_LICENSE.md"))
+# Where the project's code lives, as the cards link it.
+SOURCE_REPOSITORY = "https://github.com/ORG/korean-qg"
+# The libraries whose versions the card lists; training records peft's in adapter_config.json.
+FRAMEWORKS = ("torch", "transformers", "peft", "accelerate")
+# Keys transformers writes into a saved tokenizer_config.json that describe how this machine loaded it.
+LOCAL_TOKENIZER_KEYS = ("is_local", "local_files_only")
 EXAONE_HUB_ID = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
 EXAONE_LICENSE = {"license": "other", "license_name": "exaone",
                   "license_link": f"https://huggingface.co/{EXAONE_HUB_ID}/blob/main/LICENSE"}
@@ -215,6 +223,37 @@ def card_data(run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base
     )
 
 
+def published_config(config: dict, dataset_repo: str) -> dict:
+    """train_config.yaml as published: the dataset is the Hub repository it is published as, and the output folder,
+    a path on the machine that trained, is left out (train.py's --output_dir says where a rerun writes)."""
+    return {key: dataset_repo if key == "dataset" else value for key, value in config.items() if key != "output_dir"}
+
+
+def published_metrics(metrics: dict, *, model_repo: str, base_model: str, dataset_repo: str) -> dict:
+    """metrics.json as published: what was evaluated named by the repositories it is published as, not by the
+    folders of the machine that evaluated it (publishing checked they are the same: the adapter's sha256 and the
+    dataset's fingerprint)."""
+    return metrics | {"model": model_repo, "base_model": base_model, "dataset": dataset_repo}
+
+
+def framework_versions(run: TrainingRun) -> list[dict]:
+    """(library, version, where the version comes from) for FRAMEWORKS: what training recorded (peft's version in
+    adapter_config.json), else the version installed where the card is rendered, said as such."""
+    from importlib.metadata import version
+
+    recorded = {"peft": run.adapter_config.get("peft_version")}
+    return [{"library": name, "version": recorded.get(name) or version(name),
+             "source": "recorded by training (adapter_config.json)" if recorded.get(name) else
+             "installed where this card was rendered (the run does not record it)"} for name in FRAMEWORKS]
+
+
+def publishable_tokenizer_config(src: Path, dst: Path) -> None:
+    """`src` (a tokenizer_config.json) without LOCAL_TOKENIZER_KEYS, written to `dst`."""
+    config = json.loads(src.read_text(encoding="utf-8"))
+    dst.write_text(json.dumps({k: v for k, v in config.items() if k not in LOCAL_TOKENIZER_KEYS}, indent=2,
+                              ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def render_model_card(run: TrainingRun, evaluation: Evaluation, *, model_repo: str, base_model: str,
                       dataset_repo: str, space_repo: str | None = None) -> ModelCard:
     """The card of the adapter published as `model_repo`, loading on `base_model` (its adapter_config's base)."""
@@ -258,7 +297,10 @@ def render_model_card(run: TrainingRun, evaluation: Evaluation, *, model_repo: s
         example_paragraph_literal=repr(EXAMPLE_PARAGRAPH),
         example_answer_literal=repr(EXAMPLE_ANSWER),
         lora=run.adapter_config,
-        config_rows=[(key, _config_value(value)) for key, value in run.config.items()],
+        config_rows=[(key, _config_value(value))
+                     for key, value in published_config(run.config, dataset_repo).items()],
+        frameworks=framework_versions(run),
+        source_repository=SOURCE_REPOSITORY,
         max_context_tokens=run.config["max_context_tokens"],
         training={"steps": run.log[-1]["step"], "tokens": f"{run.log[-1]['tokens']:,}",
                   "final_loss": card_number(run.log[-1]["loss"]),
@@ -295,8 +337,50 @@ def render_base_card(*, base_repo: str, original_base: str, adapter_repo: str, i
                   "code (EXAONE-3.5's own code does not run on transformers 5).\n\n")
     body = (f"# {base_repo.split('/')[-1]}\n\n{origin}It is the base of the LoRA adapter "
             f"[{adapter_repo}](https://huggingface.co/{adapter_repo}), whose `adapter_config.json` points here, so "
-            "`PeftModel.from_pretrained` and `AutoPeftModelForCausalLM.from_pretrained` find it.\n\n"
-            "## License\n\nThe EXAONE AI Model License Agreement 1.1 - NC (non-commercial), as the original: "
+            "`PeftModel.from_pretrained` and `AutoPeftModelForCausalLM.from_pretrained` find it. Converted by "
+            f"[the project's code]({SOURCE_REPOSITORY}).\n\n"
+            "## License\n\nThe EXAONE AI Model License Agreement 1.1 - NC (non-commercial), as the original "
+            f"(the repository's [LICENSE](LICENSE)): {EXAONE_LICENSE['license_link']}\n")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def render_export_card(kind: str, *, repo: str, base_model: str, adapter_repo: str, run: TrainingRun) -> ModelCard:
+    """The short card of a qg-export folder: a merged transformers model or a CTranslate2 model of the adapter on
+    its base; what it is, how to load it, its license."""
+    name = repo.split("/")[-1]
+    adapter = f"[{adapter_repo}](https://huggingface.co/{adapter_repo})"
+    base = hub_link(base_model)
+    demo = ["demo", "tiny-random"] if run.is_tiny else []
+    if kind == "merged":
+        data = ModelCardData(base_model=base_model, base_model_relation="finetune", library_name="transformers",
+                             pipeline_tag="text-generation", language=["ko"], **EXAONE_LICENSE,
+                             tags=["question-generation", "korean", "merged-lora", *demo])
+        what = (f"The LoRA adapter {adapter} merged into its base {base}: one plain transformers model, the same "
+                "outputs as the adapter on its base, without peft.")
+        load = ("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+                f'model = AutoModelForCausalLM.from_pretrained("{repo}", dtype="auto", device_map="auto")\n```\n\n'
+                f"It takes the adapter's prompt (system and user turns in the chat template); {adapter}'s card shows "
+                "it and how to generate with it.")
+    else:
+        data = ModelCardData(base_model=base_model, library_name="ctranslate2", pipeline_tag="text-generation",
+                             language=["ko"], **EXAONE_LICENSE, tags=["question-generation", "korean", "ctranslate2",
+                                                                      *demo])
+        what = (f"The LoRA adapter {adapter} merged into its base {base} and converted to "
+                "[CTranslate2](https://github.com/OpenNMT/CTranslate2), a fast inference engine for CPU and GPU.")
+        load = ("```python\nimport ctranslate2\nfrom huggingface_hub import snapshot_download\n"
+                "from transformers import AutoTokenizer\n\n"
+                f'path = snapshot_download("{repo}")\n'
+                'generator = ctranslate2.Generator(path, device="cpu")\n'
+                "tokenizer = AutoTokenizer.from_pretrained(path)\n```\n\n"
+                "`generator.generate_batch` takes the tokens of the adapter's prompt "
+                "(`tokenizer.convert_ids_to_tokens` of the chat template's ids, with `add_generation_prompt=True`); "
+                f"{adapter}'s card shows the prompt.")
+    warning = (f"> [!WARNING]\n> **A demo, not a language model:** built from `{TINY_MODEL}`, random weights.\n\n"
+               if run.is_tiny else "")
+    body = (f"# {name}\n\n{warning}{what} Made by [the project's code]({SOURCE_REPOSITORY}) (`qg-export`).\n\n"
+            f"## How to load\n\n{load}\n\n## License\n\nThe EXAONE AI Model License Agreement 1.1 - NC "
+            f"(non-commercial) of {EXAONE_HUB_ID} (the repository's [LICENSE](LICENSE)): "
             f"{EXAONE_LICENSE['license_link']}\n")
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
