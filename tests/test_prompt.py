@@ -3,6 +3,7 @@
 import unicodedata
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from qg.cli import UserError
@@ -138,7 +139,9 @@ def test_training_batches_label_exactly_each_question_after_its_prompt(tokenizer
     for start, row in zip(starts, TRAIN_ROWS):
         prompt = encode_prompt(tokenizer, row["context"], row["answer"] if answer_aware else None).input_ids
         if shared_context:  # what the query predicting the first question token attends to
-            seen = [ids[k] for k in range(len(ids)) if batch["attention_mask"][0, 0, start - 1, k] == 0]
+            row = batch["attention_mask"][0, 0, start - 1]
+            attended = row if row.dtype == torch.bool else row == 0  # boolean for sdpa, additive for eager
+            seen = [ids[k] for k in range(len(ids)) if attended[k]]
         else:  # the example packed before the question, back to where its positions restart
             seen = ids[start - positions[start]:start]
         assert seen == prompt

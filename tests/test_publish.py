@@ -19,8 +19,8 @@ import httpx2
 import pytest
 import torch
 import yaml
-from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from fake_hub import EchoingHub, FakeHub
+from huggingface_hub import HfApi, ModelCard, SpaceCard, metadata_load
 from test_model_card import python_blocks, tables, write_evaluation
 
 import qg.data.build
@@ -30,6 +30,7 @@ from qg.data.build import build_qg_dataset
 from qg.data.korquad import read_korquad_json
 from qg.eval.runner import dataset_revision
 from qg.hub.model_card import EXAMPLE_PARAGRAPH
+from qg.io import cache_dir
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import encode_prompt
 from qg.train.config import TrainConfig
@@ -125,6 +126,11 @@ def files_of(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def publishable_files_of(folder: Path) -> dict[str, bytes]:
+    """files_of without dotfiles: markers of how a folder was made here (.qg-build-dataset.json) stay here."""
+    return {name: content for name, content in files_of(folder).items() if not name.startswith(".")}
+
+
 def test_manifest_lists_exactly_the_staged_files(staged):
     staging, stdout, _ = staged
     manifest = json.loads((staging / "manifest.json").read_text())
@@ -137,6 +143,7 @@ def test_manifest_lists_exactly_the_staged_files(staged):
     for name, repo in manifest["repos"].items():
         on_disk = files_of(staging / name)
         assert [f["path"] for f in repo["files"]] == list(on_disk)
+        assert not [path for path in on_disk if any(part.startswith(".") for part in Path(path).parts)]
         for entry in repo["files"]:
             content = on_disk[entry["path"]]
             assert entry["size"] == len(content) and entry["sha256"] == hashlib.sha256(content).hexdigest()
@@ -173,7 +180,9 @@ def test_model_folder_holds_adapter_card_and_records_but_no_checkpoints(staged, 
 def test_base_folder_is_the_converted_base_with_a_card_hard_linked(staged, run_dir):
     base_source = Path(json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
     base = staged[0] / "base"
-    assert set(files_of(base)) == {p.name for p in base_source.iterdir()} | {"README.md", "LICENSE"}
+    # Markers such as qg-convert's .qg-convert.json record how a folder was made here: they are not published.
+    assert set(files_of(base)) == {p.name for p in base_source.iterdir() if not p.name.startswith(".")} | {
+        "README.md", "LICENSE"}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(files_of(base))
     weights, source = (base / "model.safetensors").stat(), (base_source / "model.safetensors").stat()
     if weights.st_dev == source.st_dev:  # a hard link only within one file system
@@ -209,7 +218,7 @@ def test_repos_carry_their_licenses_linked_from_the_cards_and_no_local_paths(sta
     assert f"https://huggingface.co/datasets/{DATASET_REPO}/blob/main/LICENSE" in card
     assert qg.hub.model_card.SOURCE_REPOSITORY in card
     # Paths of the machine that trained and evaluated: the run's and the dataset's folders, the cached base.
-    local = [str(run_dir.parent.parent), os.environ["QG_CACHE"], "outputs/"]
+    local = [str(run_dir.parent.parent), str(cache_dir()), "outputs/"]
     for folder in ("model", "base", "dataset"):
         for name, text in text_files(staging / folder).items():
             assert not [path for path in local if path in text], f"{folder}/{name}"
@@ -392,7 +401,7 @@ def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monke
     assert {name for name in space_files if not name.startswith("qg/")} == set(qg.hub.publish.SPACE_FILES)
     assert {name for name in space_files if name.startswith("qg/")} == {
         "qg/__init__.py", "qg/cli.py", "qg/io.py", "qg/prompt.py", "qg/quality.py", "qg/generate.py",
-        "qg/data/__init__.py", "qg/data/korquad.py", "qg/models/__init__.py", "qg/models/exaone.py",
+        "qg/text.py", "qg/data/__init__.py", "qg/data/korquad.py", "qg/models/__init__.py", "qg/models/exaone.py",
         "qg/models/loading.py", "qg/models/tiny.py"}  # what app.py imports, directly or not
     manifest = (staging / "manifest.json").read_text()
     assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
@@ -402,8 +411,8 @@ def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monke
 
 def test_dataset_folder_is_the_build_with_its_card_naming_the_repo(staged, dataset_dir):
     dataset = staged[0] / "dataset"
-    assert set(files_of(dataset)) == set(files_of(dataset_dir)) | {"LICENSE"}
-    for name, content in files_of(dataset_dir).items():
+    assert set(files_of(dataset)) == set(publishable_files_of(dataset_dir)) | {"LICENSE"}
+    for name, content in publishable_files_of(dataset_dir).items():
         if name != "README.md":
             assert (dataset / name).read_bytes() == content
     assert metadata_load(dataset / "README.md") == metadata_load(dataset_dir / "README.md")
@@ -657,7 +666,7 @@ def test_exported_folders_are_staged_with_card_and_license_and_uploaded(tmp_path
     sent_files_match_manifest(hub, staging)
     for folder, source, repo_id, library in [("merged", merged, MERGED_REPO, "transformers"),
                                              ("ctranslate2", ctranslate2, CT2_REPO, "ctranslate2")]:
-        staged_files, source_files = files_of(staging / folder), files_of(source)
+        staged_files, source_files = files_of(staging / folder), publishable_files_of(source)
         assert set(staged_files) == set(source_files) | {"README.md", "LICENSE"}
         assert all(staged_files[name] == content for name, content in source_files.items()
                    if name != "tokenizer_config.json")

@@ -321,10 +321,13 @@ def default_base_repo(model_repo: str, model: str) -> str:
 
 
 def stage_weights(out: Path, folder: Path) -> None:
-    """A model folder's files, hard-linked where possible (weights are gigabytes), without its card, with the
-    EXAONE LICENSE, and its tokenizer_config.json without how it was loaded on this machine."""
+    """A model folder's files, hard-linked where possible (weights are gigabytes), without its card or dotfiles
+    (markers of how it was made here, such as qg-convert's), with the EXAONE LICENSE, and its tokenizer_config.json
+    without how it was loaded on this machine."""
     out.mkdir()
     for file in sorted(folder.iterdir()):
+        if file.name.startswith("."):
+            continue
         if file.name == "tokenizer_config.json":
             publishable_tokenizer_config(file, out / file.name)
         elif file.is_file() and file.name not in ("README.md", "LICENSE"):
