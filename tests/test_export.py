@@ -38,9 +38,10 @@ def save_memorised_adapter(folder: Path) -> str:
     return paragraph["context"]
 
 
-def greedy_candidates(generator: QuestionGenerator, contexts: list[str]) -> list[list[str | None]]:
+def greedy_candidates(generator: QuestionGenerator, contexts: list[str],
+                      decoding: Decoding = GREEDY) -> list[list[str | None]]:
     prompts = [encode_prompt(generator.tokenizer, c) for c in contexts]
-    return generator.engine.prepare(prompts).sample([1] * len(prompts), GREEDY)
+    return generator.engine.prepare(prompts).sample([1] * len(prompts), decoding)
 
 
 @pytest.fixture(scope="module")
