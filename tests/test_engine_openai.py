@@ -2,14 +2,18 @@
 stub server, `n` is used where honoured and replaced by single requests where not, and a server that is down, slow
 or failing gives one `EngineError` line at once."""
 
+import copy
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from peft import LoraConfig, get_peft_model
 from test_export import CONTEXTS, GREEDY, greedy_candidates, save_memorised_adapter
+from transformers import AutoModelForCausalLM
 
+from qg.cli import UserError
 from qg.generate import Decoding, EngineError, QuestionGenerator, derived_seed
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL
@@ -235,3 +239,24 @@ def test_a_failing_server_is_one_error_line_without_the_key(stub, tokenizer, sta
         prepared(engine, tokenizer).sample([2, 1], GREEDY)
     assert said in str(error.value)
     assert "\n" not in str(error.value) and "sekrit" not in str(error.value)
+
+
+def test_prompts_are_built_with_the_adapters_tokenizer_else_its_bases_and_no_weights_load(tmp_path, monkeypatch):
+    base, tokenizer = load_base(TINY_MODEL)
+    adapter = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    adapter.save_pretrained(tmp_path / "bare")
+    adapter.save_pretrained(tmp_path / "with-tokenizer")
+    saved = copy.deepcopy(tokenizer)
+    saved.chat_template = "{{ '[|system|]saved beside the adapter' }}" + tokenizer.chat_template
+    saved.save_pretrained(tmp_path / "with-tokenizer")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("engine mode loaded model weights")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_weights)
+    for folder, template in [("with-tokenizer", saved.chat_template), ("bare", tokenizer.chat_template)]:
+        generator = QuestionGenerator.from_engine_url("http://127.0.0.1:1", "qg", str(tmp_path / folder))
+        assert generator.tokenizer.chat_template == template
+        assert generator.base_name == base.name_or_path
+    with pytest.raises(UserError, match="no tokenizer for the prompts in"):
+        QuestionGenerator.from_engine_url("http://127.0.0.1:1", "qg", str(tmp_path))

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
-from qg.cli import scrub
+from qg.cli import UserError, scrub
 from qg.generate import Decoding, EngineError, adapter_config, derived_seed
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import EncodedPrompt, end_of_turn_id
 
 MAX_PARALLEL_REQUESTS = 16
@@ -126,15 +126,26 @@ class OpenAIPrompts:
 
 
 def prompt_tokenizer(name_or_path: str, revision: str | None = None):
-    """(tokenizer, base name) for building prompts for a served model: an adapter's own tokenizer (training saves it
-    beside the adapter), else its base's; a model's own."""
+    """(tokenizer, base name) for building prompts for a served adapter or model, without loading any weights: the
+    adapter's own tokenizer (training saves it beside the adapter, publishing uploads it), else its base's."""
+    adapter = adapter_config(name_or_path, revision)
+    if adapter is None:
+        return _tokenizer(name_or_path, revision), name_or_path
+    base = adapter.base_model_name_or_path
+    try:
+        return _tokenizer(name_or_path, revision), base
+    except UserError:
+        return _tokenizer(base, adapter.revision), base
+
+
+def _tokenizer(name_or_path: str, revision: str | None):
     from transformers import AutoTokenizer
 
     from qg.models.loading import load_tokenizer
 
-    adapter = adapter_config(name_or_path, revision)
-    if adapter is None:
-        return load_tokenizer(name_or_path, revision), name_or_path
-    if (Path(name_or_path) / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(name_or_path), adapter.base_model_name_or_path
-    return load_tokenizer(adapter.base_model_name_or_path, adapter.revision), adapter.base_model_name_or_path
+    if name_or_path == TINY_MODEL:
+        return load_tokenizer(TINY_MODEL)
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as err:
+        raise UserError(f"no tokenizer for the prompts in {name_or_path}: {_snippet(str(err))}") from None
