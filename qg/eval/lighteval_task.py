@@ -85,14 +85,14 @@ from qg.cli import UserError
 from qg.data.schema import SAMPLE_BUILD_COMMAND, data_file_pattern
 from qg.eval.metrics import group_by_sentence, korean_scores, qgbench_scores
 from qg.eval.runner import answer_sentence
-from qg.generate import select_questions, text_before_end_of_turn
+from qg.generate import DEFAULTS, select_questions, text_before_end_of_turn
 from qg.models.loading import load_tokenizer
 from qg.prompt import encode_prompt, end_of_turn_id
 
 TASK_NAME = "korquad_qg"
 # evaluate_qg.py's --max-new-tokens default and QuestionGenerator's paragraph budget (tests check both).
-MAX_NEW_TOKENS = 64
-MAX_CONTEXT_TOKENS = 1024
+MAX_NEW_TOKENS = DEFAULTS.max_new_tokens
+MAX_CONTEXT_TOKENS = DEFAULTS.max_context_tokens
 QGBENCH_NAMES = ("bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "meteor")
 KOREAN_NAMES = ("bleu_morpheme", "chrf")
 METRIC_NAMES = QGBENCH_NAMES + KOREAN_NAMES

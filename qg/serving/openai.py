@@ -1,6 +1,13 @@
 """`OpenAIEngine`: candidate questions from an OpenAI-compatible server (vLLM, `transformers serve`, TGI, ...).
 
+    # vLLM with the adapter on the converted base (plain Llama; the adapter's module names are Llama's).
+    # Not run here (no GPU).
+    vllm serve converted/exaone-3.5-2.4b --enable-lora --lora-modules qg=outputs/adapter
+    # or any server, with the merged model (`qg-export --merged outputs/merged outputs/adapter`):
+    transformers serve --host 127.0.0.1 --port 8000 outputs/merged
+
     generator = QuestionGenerator.from_engine_url("http://127.0.0.1:8000/v1", "qg", "outputs/adapter")
+    # (for the merged model: model "outputs/merged", the name transformers serve knows it by)
 
 The prompt is built here, as for a local model (`qg.prompt.encode_prompt`: neutralised and cut to the token budget
 with the adapter's tokenizer); the server gets its chat messages and applies the same chat template. Each prompt's
