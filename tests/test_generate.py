@@ -279,3 +279,22 @@ def test_adapter_folder_merged_and_plain_model_load_what_was_saved(memorised, ti
                        greedy_continuations(tiny[0], tiny[1], contexts))
     with pytest.raises(UserError, match="not a peft adapter"):
         QuestionGenerator.from_pretrained(TINY_MODEL, base=TINY_MODEL)
+
+
+def test_an_adapters_base_loads_at_the_revision_its_peft_config_records(tmp_path, monkeypatch):
+    base, _ = load_base(TINY_MODEL)
+    adapter = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    adapter.peft_config["default"].revision = "v1.2"
+    adapter.save_pretrained(tmp_path / "adapter")
+    loads = []
+
+    def recording_load_base(name, revision=None, **kwargs):
+        loads.append((name, revision))
+        return load_base(TINY_MODEL, **kwargs)
+
+    monkeypatch.setattr("qg.generate.load_base", recording_load_base)
+    generator = QuestionGenerator.from_pretrained(str(tmp_path / "adapter"), device="cpu")
+    QuestionGenerator.from_pretrained(str(tmp_path / "adapter"), base=TINY_MODEL, device="cpu")
+    assert loads == [(base.name_or_path, "v1.2"), (TINY_MODEL, None)]  # a base given by hand: its own revision
+    assert generator.engine.describe() == {"engine": "transformers", "model": str(tmp_path / "adapter"),
+                                           "base": base.name_or_path, "revision": None}
