@@ -180,7 +180,7 @@ def test_n_is_used_where_the_server_honours_it(stub, tokenizer):
     first, second = sorted(server.bodies, key=lambda b: b.get("n", 1), reverse=True)
     prompts = [encode_prompt(tokenizer, c) for c in CONTEXTS]
     assert first == {"model": "qg", "messages": prompts[0].messages, "n": 3, "max_tokens": 16, "temperature": 1.0,
-                     "top_p": 0.9, "stop": ["[|endofturn|]"], "seed": 3}
+                     "top_p": 0.9, "seed": 3}
     assert second["messages"] == prompts[1].messages and "n" not in second
     assert server.authorizations == ["Bearer sekrit"] * 2
 

@@ -13,10 +13,13 @@ The prompt is built here, as for a local model (`qg.prompt.encode_prompt`: neutr
 with the adapter's tokenizer); the server gets its chat messages and applies the same chat template. Each prompt's
 candidates come from one request with `n` where the server honours it; a server that rejects `n` or answers with
 fewer choices (`transformers serve` ignores it) gets one request per candidate from then on, `MAX_PARALLEL_REQUESTS`
-at a time. Generation stops at the end-of-turn token (the model's EOS: `qg-export --merged` makes sure of it, and the
-request names it in `stop`); a choice that stopped at `max_tokens` ("length") is a cut-off candidate, None, as the
-local engine has it. `transformers serve` also reports "length" when the end of turn is the last token allowed, so a
-question of exactly `max_new_tokens` tokens counts as cut off there. A server that is down, slow or failing raises
+at a time. Generation stops at the end-of-turn token as the model's EOS (`qg-export --merged` makes sure of it; the
+converted EXAONE base's EOS is its end of turn). The request names no `stop` string: `transformers serve` rebuilds
+its stop-string tables over the whole vocabulary for each request (2 s more per request with EXAONE's 102,400
+tokens, measured on CPU), and vLLM matches stop strings in the detokenised text, which leaves special tokens out.
+A choice that stopped at `max_tokens` ("length") is a cut-off candidate, None, as the local engine has it;
+`transformers serve` also reports "length" when the end of turn is the last token allowed, so a question of exactly
+`max_new_tokens` tokens counts as cut off there. A server that is down, slow or failing raises
 `EngineError` with one line saying so, after at most the timeout: nothing waits forever.
 """
 
@@ -30,7 +33,7 @@ import httpx
 from qg.cli import UserError, scrub
 from qg.generate import Decoding, EngineError, adapter_config, derived_seed
 from qg.models.tiny import TINY_MODEL
-from qg.prompt import EncodedPrompt, end_of_turn_id
+from qg.prompt import EncodedPrompt
 
 MAX_PARALLEL_REQUESTS = 16
 CONNECT_TIMEOUT = 5.0  # seconds: a server that is up accepts at once, whatever its load
@@ -64,8 +67,7 @@ class OpenAIEngine:
     def complete(self, messages: list[dict], decoding: Decoding, n: int, seed: int | None) -> list[str | None] | None:
         """The candidates of one request for `n` choices; None when the server refuses `n` > 1 (400 or 422)."""
         body = {"model": self.served_model, "messages": messages, "max_tokens": decoding.max_new_tokens,
-                "temperature": decoding.temperature, "top_p": decoding.top_p,
-                "stop": [self.tokenizer.convert_ids_to_tokens(end_of_turn_id(self.tokenizer))]}
+                "temperature": decoding.temperature, "top_p": decoding.top_p}
         if n > 1:
             body["n"] = n
         if seed is not None:
