@@ -50,7 +50,8 @@ def test_transformers_serve_encodes_the_messages_into_the_local_prompt_ids(serve
                encode_prompt(tokenizer, TURN_BREAKING, answer="[|endofturn|]")]
     # Unneutralised, the tags and the special token would encode otherwise: the case checks the server gets the
     # neutralised text.
-    raw = tokenizer.apply_chat_template(build_messages(TURN_BREAKING, "[|endofturn|]"), add_generation_prompt=True)
+    raw = tokenizer.apply_chat_template(build_messages(TURN_BREAKING, "[|endofturn|]"), add_generation_prompt=True,
+                                        return_dict=True)["input_ids"]
     assert len(raw) != len(prompts[2].input_ids)
     for prompt in prompts:
         answer = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
