@@ -64,7 +64,7 @@ class PreparedPrompts(Protocol):
     def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
         """counts[i] candidate questions for prompt i: each the decoded text before the end-of-turn token, or None
         when generation stopped at max_new_tokens without it. `decoding.seed` (when set) makes the draws
-        reproducible; `QuestionGenerator` gives every round its own (`round_seed`)."""
+        reproducible; `QuestionGenerator` gives every round its own (`derived_seed`)."""
 
 
 class Engine(Protocol):
@@ -94,11 +94,12 @@ def text_before_end_of_turn(tokenizer, token_ids: Sequence[int]) -> str | None:
     return tokenizer.decode(token_ids[:token_ids.index(end)]) if end in token_ids else None
 
 
-def round_seed(seed: int | None, round_index: int) -> int | None:
-    """The seed of a sampling round: the first is `seed` itself; later rounds draw anew, and replay with `seed`."""
-    if seed is None or round_index == 0:
+def derived_seed(seed: int | None, index: int) -> int | None:
+    """The `index`-th of a family of seeds for draws that must differ (sampling rounds, parallel requests) and replay
+    with `seed`: index 0 is `seed` itself."""
+    if seed is None or index == 0:
         return seed
-    return random.Random(f"{seed}:{round_index}").getrandbits(31)
+    return random.Random(f"{seed}:{index}").getrandbits(31)
 
 
 def select_questions(candidates: Iterable[str | None], context: str, num_questions: int,
@@ -279,6 +280,20 @@ class QuestionGenerator:
             loaded = loaded.merge_and_unload()
         return cls(TransformersEngine(loaded, tokenizer, model, base, revision), max_context_tokens)
 
+    @classmethod
+    def from_engine_url(cls, url: str, model: str, tokenizer_from: str, revision: str | None = None,
+                        timeout: float = 120.0, api_key: str | None = None,
+                        max_context_tokens: int = DEFAULTS.max_context_tokens) -> QuestionGenerator:
+        """Generate through an OpenAI-compatible server at `url` serving `model` (the name it is served under).
+
+        Prompts are built with the tokenizer of `tokenizer_from`, the adapter (or merged model) being served, at
+        `revision`: the same prompts as `from_pretrained(tokenizer_from)` builds. See `qg.serving.openai`.
+        """
+        from qg.serving.openai import OpenAIEngine, prompt_tokenizer
+
+        tokenizer, base = prompt_tokenizer(tokenizer_from, revision)
+        return cls(OpenAIEngine(url, model, tokenizer, timeout, api_key, base, revision), max_context_tokens)
+
     def generate(self, contexts: list[str], num_questions: int = DEFAULTS.num_questions,
                  answers: list[str] | None = None, temperature: float = DEFAULTS.temperature,
                  top_p: float = DEFAULTS.top_p, max_new_tokens: int = DEFAULTS.max_new_tokens,
@@ -316,7 +331,7 @@ class QuestionGenerator:
             wanted = [decoding.num_questions - len(r.questions) for r in results]
             if not any(wanted):
                 break
-            sampled = prepared.sample(wanted, replace(decoding, seed=round_seed(decoding.seed, round_index)))
+            sampled = prepared.sample(wanted, replace(decoding, seed=derived_seed(decoding.seed, round_index)))
             for context, result, candidates in zip(contexts, results, sampled):
                 result.questions, rejected = select_questions(candidates, context, decoding.num_questions,
                                                               result.questions)

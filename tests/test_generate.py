@@ -10,7 +10,8 @@ from conftest import fit_lora
 from peft import LoraConfig, get_peft_model
 
 from qg.cli import UserError
-from qg.generate import DUPLICATE, NO_EOS, PrefilledPrompts, QuestionGenerator, TransformersEngine, select_questions
+from qg.generate import (DUPLICATE, NO_EOS, PrefilledPrompts, QuestionGenerator, TransformersEngine, derived_seed,
+                         select_questions)
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL, build_tiny_exaone
 from qg.prompt import encode_example, encode_prompt
@@ -217,6 +218,44 @@ def test_prompts_are_the_project_format_and_cut_off_candidates_are_counted(tiny,
         QuestionGenerator(TransformersEngine(model, tokenizer)).generate(CONTEXTS, answers=answers[:2])
 
 
+class ScriptedEngine:
+    """An engine whose sampling rounds answer with scripted candidates; records what each round was asked."""
+
+    def __init__(self, tokenizer, rounds):
+        self.tokenizer = tokenizer
+        self.rounds = iter(rounds)
+        self.asked = []
+
+    def prepare(self, prompts):
+        self.prompts = prompts
+        return self
+
+    def sample(self, counts, decoding):
+        self.asked.append((list(counts), decoding.seed))
+        return next(self.rounds)
+
+    def describe(self):
+        return {"engine": "scripted", "model": None, "base": None, "revision": None}
+
+
+def test_each_round_asks_for_what_each_paragraph_lacks_with_its_own_seed(tiny):
+    creator, when, letters = "훈민정음을 창제한 사람은 누구인가?", "훈민정음이 창제된 해는 언제인가?", "훈민정음은 몇 개의 글자인가?"
+    seoul = ["서울은 어느 나라의 수도인가?", "서울의 옛 이름은 무엇인가?", "서울을 가로지르는 강은 무엇인가?"]
+    engine = ScriptedEngine(tiny[1], [
+        [[creator, creator + " ", None], seoul],
+        [[when, "###"], []],
+        [[letters], []],
+    ])
+    results = QuestionGenerator(engine).generate(CONTEXTS[:2], num_questions=3, seed=7, max_rounds=3)
+    assert engine.asked == [([3, 3], 7), ([2, 0], derived_seed(7, 1)), ([1, 0], derived_seed(7, 2))]
+    assert len({seed for _, seed in engine.asked}) == 3
+    assert [p.messages[-1]["content"] for p in engine.prompts] == [
+        encode_prompt(tiny[1], c).messages[-1]["content"] for c in CONTEXTS[:2]]
+    assert [r.questions for r in results] == [[creator, when, letters], seoul]
+    assert results[0].rejected == Counter({DUPLICATE: 1, NO_EOS: 1, rejection_reason("###", CONTEXTS[0]): 1})
+    assert results[1].rejected == Counter()
+
+
 def test_greedy_gives_one_question_per_paragraph(memorised):
     model, tokenizer, learnt = memorised
     results = QuestionGenerator(TransformersEngine(model, tokenizer)).generate([learnt, CONTEXTS[0]], num_questions=5,
@@ -240,3 +279,22 @@ def test_adapter_folder_merged_and_plain_model_load_what_was_saved(memorised, ti
                        greedy_continuations(tiny[0], tiny[1], contexts))
     with pytest.raises(UserError, match="not a peft adapter"):
         QuestionGenerator.from_pretrained(TINY_MODEL, base=TINY_MODEL)
+
+
+def test_an_adapters_base_loads_at_the_revision_its_peft_config_records(tmp_path, monkeypatch):
+    base, _ = load_base(TINY_MODEL)
+    adapter = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    adapter.peft_config["default"].revision = "v1.2"
+    adapter.save_pretrained(tmp_path / "adapter")
+    loads = []
+
+    def recording_load_base(name, revision=None, **kwargs):
+        loads.append((name, revision))
+        return load_base(TINY_MODEL, **kwargs)
+
+    monkeypatch.setattr("qg.generate.load_base", recording_load_base)
+    generator = QuestionGenerator.from_pretrained(str(tmp_path / "adapter"), device="cpu")
+    QuestionGenerator.from_pretrained(str(tmp_path / "adapter"), base=TINY_MODEL, device="cpu")
+    assert loads == [(base.name_or_path, "v1.2"), (TINY_MODEL, None)]  # a base given by hand: its own revision
+    assert generator.engine.describe() == {"engine": "transformers", "model": str(tmp_path / "adapter"),
+                                           "base": base.name_or_path, "revision": None}

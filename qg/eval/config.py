@@ -7,13 +7,13 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Literal
 
-from qg.generate import QuestionGenerator
+from qg.generate import DEFAULTS, QuestionGenerator
 
 # Decoding defaults are QuestionGenerator's own: an evaluation samples as the product does, from one definition.
 GENERATION_DEFAULTS = {name: parameter.default
                        for name, parameter in inspect.signature(QuestionGenerator.generate).parameters.items()
                        if parameter.default is not inspect.Parameter.empty}
-MAX_CONTEXT_TOKENS = inspect.signature(QuestionGenerator.from_pretrained).parameters["max_context_tokens"].default
+MAX_CONTEXT_TOKENS = DEFAULTS.max_context_tokens
 
 
 @dataclass
