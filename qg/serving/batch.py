@@ -6,6 +6,8 @@
     qg-generate notes.txt --model tiny-random-exaone --output questions.jsonl     # paragraphs: blank-line separated
     qg-generate --dataset ORG/NAME --split validation --text-column context --model ... --output questions.jsonl
     accelerate launch --num_processes 4 -m qg.serving.batch corpus.jsonl --model ... --output questions.jsonl
+    accelerate launch --multi_gpu --num_processes 2 -m qg.serving.batch ...   # 2 CPU processes, on a machine without
+                                                                              # GPUs (--cpu starts only one)
 
 Input: JSON Lines, CSV or Parquet with a text column (--text-column) and optionally an id column (--id-column; else
 the row number, from 0), a .txt file whose paragraphs are separated by blank lines, or a datasets dataset (--dataset,
@@ -340,11 +342,14 @@ def main(argv: list[str] | None = None) -> None:
               "settings": settings}
     partial = args.output.with_name(args.output.name + PARTIAL_SUFFIX)
 
+    import torch
     from accelerate import PartialState
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object, parse_flag_from_env
     from tqdm.auto import tqdm
 
-    state = PartialState()
+    # The generator runs on CUDA or the CPU. Without CUDA the processes `accelerate launch` starts must be told they
+    # are CPU processes, or each one runs alone on all rows (accelerate 1.15 groups them only with cpu=True).
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     done = read_partial(partial, header["fingerprint"], len(rows))
     chunks = chunks_of(rows, args.batch_size)
     todo = [k for k, chunk in enumerate(chunks) if not all(i in done for i in chunk)]
