@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
                    for i, row in enumerate(rows)]
         write_output(args.output, records, args.format)
         partial.unlink()
-        print(f"{len(rows)} rows -> {args.output} ({sum(r['error'] is not None for r in records)} with an error)")
+        errors = sum(r["error"] is not None for r in records)
+        print(f"{len(rows)} rows -> {args.output} ({errors} with an error; {state.num_processes} processes)")
 
 
 if __name__ == "__main__":
