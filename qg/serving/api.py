@@ -138,8 +138,10 @@ class Job:
 class Batcher:
     """A bounded queue of requests and one worker thread that answers what arrived together in one generation."""
 
-    def __init__(self, generator: QuestionGenerator, max_batch: int, wait_s: float, max_queue: int):
+    def __init__(self, generator: QuestionGenerator, max_batch: int, wait_s: float, max_queue: int,
+                 limits: dict):
         self.generator = generator
+        self.limits = limits  # max_new_tokens and max_rounds: the operator's bound on a request's work
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.queue: asyncio.Queue[Job] = asyncio.Queue(max_queue)
@@ -191,7 +193,7 @@ class Batcher:
             generate = functools.partial(
                 self.generator.generate, [p.text for p in paragraphs], num_questions=request.num_questions,
                 answers=answers if any(a is not None for a in answers) else None, temperature=request.temperature,
-                seed=request.seed, batch_size=self.max_batch)
+                seed=request.seed, batch_size=self.max_batch, **self.limits)
             try:
                 results = await asyncio.get_running_loop().run_in_executor(self.executor, generate)
             except Exception as err:  # noqa: BLE001 - handed to the requests it failed; their handlers answer it
@@ -245,14 +247,16 @@ def _results(request: QuestionsRequest, results: list[GeneratedQuestions]) -> Qu
 
 
 def create_app(generator: QuestionGenerator, model_info: dict, api_key: str | None = None, max_batch: int = 32,
-               wait_s: float = 0.01, max_queue: int = 64) -> FastAPI:
+               wait_s: float = 0.01, max_queue: int = 64, max_new_tokens: int = GENERATE_DEFAULTS["max_new_tokens"],
+               max_rounds: int = GENERATE_DEFAULTS["max_rounds"]) -> FastAPI:
     """The FastAPI app over `generator`; its batcher starts and stops with the app's lifespan."""
 
     def redact(text: str) -> str:
         text = scrub(text)
         return text.replace(api_key, "<key>") if api_key else text
 
-    batcher = Batcher(generator, max_batch, wait_s, max_queue)
+    batcher = Batcher(generator, max_batch, wait_s, max_queue,
+                      limits=dict(max_new_tokens=max_new_tokens, max_rounds=max_rounds))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -318,11 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=10.0,
                         help="how long the first request of a batch waits for others (default 10)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503 (default 64)")
+    g = GENERATE_DEFAULTS
+    parser.add_argument("--max-new-tokens", type=int, default=g["max_new_tokens"],
+                        help=f"tokens per question at most: bounds a request's latency (default {g['max_new_tokens']})")
+    parser.add_argument("--max-rounds", type=int, default=g["max_rounds"],
+                        help=f"sampling rounds for paragraphs short of questions (default {g['max_rounds']})")
     parser.add_argument("--max-context-tokens", type=int, default=LOAD_DEFAULTS["max_context_tokens"],
                         help="paragraphs are cut at a sentence end to this many tokens "
                              f"(default {LOAD_DEFAULTS['max_context_tokens']})")
     args = parser.parse_args(argv)
-    for name in ("max_batch", "max_queue", "max_context_tokens"):
+    for name in ("max_batch", "max_queue", "max_new_tokens", "max_rounds", "max_context_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.batch_wait_ms < 0:
@@ -333,7 +342,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   max_context_tokens=args.max_context_tokens)
     app = create_app(generator, describe_model(args.model, generator.base_name),
                      api_key=os.environ.get("QG_API_KEY") or None, max_batch=args.max_batch,
-                     wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue)
+                     wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue,
+                     max_new_tokens=args.max_new_tokens, max_rounds=args.max_rounds)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
