@@ -85,7 +85,8 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "qg.serving.api", "--model", str(model), "--port", "0", "--max-batch",
              str(max_batch), "--max-new-tokens", str(max_new_tokens), "--max-rounds", "1"],
-            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
         lines = []
         threading.Thread(target=lambda: lines.extend(self.process.stdout), daemon=True).start()
         deadline = time.monotonic() + 600
