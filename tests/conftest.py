@@ -50,3 +50,36 @@ def exaone_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def exaone_tiny_a_dir() -> Path:
     return shared_path("fixtures/exaone-tiny-a")
+
+
+@pytest.fixture(scope="session")
+def paragraph_adapter(tmp_path_factory):
+    """(adapter folder, contexts, questions): a LoRA on the tiny model fitted to one question for each of 16 sample
+    paragraphs. Greedy decoding gives each paragraph its own question, so answers mixed up between paragraphs show,
+    and sampling gives varied accepted questions (the random model's almost never pass the quality checks)."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from qg.data.korquad import SAMPLE_DIR
+    from qg.generate import QuestionGenerator
+    from qg.models.loading import load_base
+    from qg.models.tiny import TINY_MODEL
+    from qg.prompt import encode_example
+
+    train = json.loads((SAMPLE_DIR / "train.json").read_text(encoding="utf-8"))
+    paragraphs = [p for article in train["data"] for p in article["paragraphs"]][:16]
+    contexts = [p["context"] for p in paragraphs]
+    questions = [p["qas"][0]["question"] for p in paragraphs]
+    base, tokenizer = load_base(TINY_MODEL)
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    fit_lora(model, [encode_example(tokenizer, c, q) for c, q in zip(contexts, questions)], steps=20)
+    model.eval()
+    # Guards every test that relies on it: each paragraph's greedy question is the one it was fitted to.
+    assert [r.questions for r in QuestionGenerator(model, tokenizer).generate(contexts, temperature=0)] == \
+        [[q] for q in questions]
+    folder = tmp_path_factory.mktemp("paragraph-adapter")
+    model.save_pretrained(folder)
+    return folder, contexts, questions
