@@ -1,5 +1,5 @@
 """`transformers serve` (transformers' own OpenAI-compatible server) on 127.0.0.1 for as long as a `with` block lasts:
-what the engine tests and bench/bench_service.py generate against.
+what the engine tests and bench/bench_engine.py generate against.
 
     with transformers_serve("outputs/merged") as url:
         generator = QuestionGenerator.from_engine_url(url, "outputs/merged", "outputs/adapter")
