@@ -1,0 +1,142 @@
+"""The CPU engine: a merged Llama-format model converted to CTranslate2 (int8 weights), sampled with `generate_batch`.
+
+    qg-export-ctranslate2 outputs/exaone-lora exports/exaone-ct2             # adapter (merged here) -> int8 folder
+    qg-export-ctranslate2 merged/exaone exports/exaone-ct2-f32 --quantization float32
+
+    from qg.serving.ctranslate2 import CTranslate2Engine
+    engine = CTranslate2Engine("exports/exaone-ct2")                         # the folder's own tokenizer
+
+On a 2-core CPU, transformers in fp32 takes minutes per request for the 2.4B model (bench/bench_space_cpu.py);
+CTranslate2's int8 matrix products and its `num_hypotheses`, which samples several continuations from one prefill,
+bring that to seconds. float32 export gives the transformers model's logits (tests/test_ctranslate2.py).
+
+Sampling is not reproducible by seed: CTranslate2 draws from a random generator per worker thread, seeded from
+`ctranslate2.set_random_seed` once when the thread first samples, so `Decoding.seed` has no effect here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from qg.cli import UserError
+from qg.io import atomic_dir
+from qg.models.exaone import TOKENIZER_FILES
+from qg.prompt import EncodedPrompt, end_of_turn_id
+
+QUANTIZATIONS = ("int8", "float32")  # int8 for serving on CPU; float32 gives the transformers model's logits
+MODEL_FILE = "model.bin"  # what every CTranslate2 model folder holds
+
+
+def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str = "int8") -> Path:
+    """Write the CTranslate2 model of a merged (or plain) Llama-format model folder to `out_dir`, with its tokenizer.
+
+    The folder appears complete or not at all (an existing `out_dir` is replaced only on success).
+    """
+    import ctranslate2.converters
+    from transformers import AutoConfig
+
+    src = Path(merged_model_dir)
+    if not (src / "config.json").is_file():
+        raise UserError(f"{src} has no config.json: give a merged model folder (or an adapter to qg-export-ctranslate2)")
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    rope = AutoConfig.from_pretrained(src).rope_parameters or {}
+
+    class Converter(ctranslate2.converters.TransformersConverter):
+        def _load(self):
+            spec = super()._load()
+            # ctranslate2 4.8's Llama loader keeps llama3 RoPE's low/high frequency factors but drops its `factor`
+            # and `original_max_position_embeddings` (the spec stores a factor only for linear scaling), so every
+            # position past the first few would be rotated differently from transformers. The spec refuses new
+            # attributes, hence vars(); the C++ side reads both names for llama3 scaling.
+            if rope.get("rope_type") == "llama3":
+                for layer in spec.decoder.layer:
+                    attributes = vars(layer.self_attention)
+                    attributes["rotary_scaling_factor"] = np.float32(rope["factor"])
+                    attributes["original_max_position_embeddings"] = np.int32(rope["original_max_position_embeddings"])
+            return spec
+
+    tokenizer_files = [name for name in TOKENIZER_FILES if (src / name).is_file()]
+    with atomic_dir(out_dir) as tmp:
+        Converter(str(src), copy_files=tokenizer_files).convert(str(tmp), quantization=quantization, force=True)
+    return Path(out_dir)
+
+
+def check_model_folder(model_dir: str | Path) -> Path:
+    """`model_dir` as a Path, after checking it holds a CTranslate2 model; refuses anything else in one line."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise UserError(f"{folder} does not exist: give a folder written by qg-export-ctranslate2")
+    if not (folder / MODEL_FILE).is_file():
+        raise UserError(f"{folder} has no {MODEL_FILE}: not a CTranslate2 model folder (write one with "
+                        "qg-export-ctranslate2)")
+    return folder
+
+
+class CTranslate2Engine:
+    """Generates with a CTranslate2 model folder; `prepare` and `describe` as `qg.generate.Engine` asks."""
+
+    def __init__(self, model_dir: str | Path, tokenizer=None, device: str = "cpu", threads: int = 0):
+        """`tokenizer`: the folder's own (copied there by `convert`) when None. `threads`: CTranslate2's intra-op
+        threads, 0 for its default."""
+        import ctranslate2
+        from transformers import AutoTokenizer
+
+        self.model_dir = check_model_folder(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir) if tokenizer is None else tokenizer
+        self.generator = ctranslate2.Generator(str(self.model_dir), device=device, compute_type="default",
+                                               intra_threads=threads)
+        self.end_of_turn = end_of_turn_id(self.tokenizer)
+
+    def prepare(self, prompts: Sequence[EncodedPrompt]) -> CTranslate2Prompts:
+        return CTranslate2Prompts(self, [self.tokenizer.convert_ids_to_tokens(p.input_ids) for p in prompts])
+
+    def describe(self) -> dict:
+        return {"engine": "ctranslate2", "model": str(self.model_dir), "device": self.generator.device,
+                "compute_type": self.generator.compute_type}
+
+    def decode(self, token_ids: Sequence[int]) -> str | None:
+        """The text before the first end-of-turn token, or None when there is none."""
+        token_ids = list(token_ids)
+        if self.end_of_turn not in token_ids:
+            return None
+        return self.tokenizer.decode(token_ids[:token_ids.index(self.end_of_turn)])
+
+
+class CTranslate2Prompts:
+    """Prompts as token strings, which is what `Generator.generate_batch` takes."""
+
+    def __init__(self, engine: CTranslate2Engine, tokens: list[list[str]]):
+        self.engine = engine
+        self.tokens = tokens
+
+    def sample_ids(self, counts: Sequence[int], decoding) -> list[list[list[int]]]:
+        """`counts[i]` generated token id lists for prompt i, each ending with the end-of-turn id if it has one."""
+        greedy = decoding.temperature == 0
+        # sampling_topk=0: the whole vocabulary, shaped by temperature and top-p only, as qg.generate samples.
+        options = dict(sampling_topk=1) if greedy else dict(
+            sampling_topk=0, sampling_topp=decoding.top_p, sampling_temperature=decoding.temperature)
+        # One call per (hypotheses, prompt length): num_hypotheses samples all of a prompt's questions from one
+        # prefill, and prompts of one length prefill together (a batch of unequal lengths would feed the longer
+        # prompts' extra tokens one decoding step at a time).
+        groups = defaultdict(list)
+        for index, count in enumerate(counts):
+            if count:
+                groups[1 if greedy else count, len(self.tokens[index])].append(index)
+        samples = [[] for _ in counts]
+        for (hypotheses, _length), indices in groups.items():
+            results = self.engine.generator.generate_batch(
+                [self.tokens[i] for i in indices], num_hypotheses=hypotheses, max_length=decoding.max_new_tokens,
+                end_token=[self.engine.end_of_turn], return_end_token=True, include_prompt_in_result=False,
+                **options)
+            for index, result in zip(indices, results):
+                # Greedy decoding is deterministic: one run stands for every question asked of it.
+                samples[index] = result.sequences_ids * counts[index] if greedy else result.sequences_ids
+        return samples
+
+    def sample(self, counts: Sequence[int], decoding) -> list[list[str | None]]:
+        return [[self.engine.decode(ids) for ids in rows] for rows in self.sample_ids(counts, decoding)]
