@@ -10,7 +10,9 @@ where rounding may legitimately swap them.
 from __future__ import annotations
 
 import json
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from io import StringIO
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from qg.data.korquad import SAMPLE_DIR
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL, tiny_model_dir
 from qg.prompt import encode_example, encode_prompt, end_of_turn_id
-from qg.serving.ctranslate2 import CTranslate2Engine, convert
+from qg.serving.ctranslate2 import CTranslate2Engine, convert, main_ctranslate2
 
 MAX_NEW_TOKENS = 24
 # The fitted tiny model's logits span about -12..16 (std 2.4); over 12 sample paragraphs int8 moved them by at most
@@ -191,3 +193,58 @@ def test_conversion_replaces_the_output_folder_whole(merged, tmp_path):
     assert not (out / "stale.txt").exists()
     assert {"model.bin", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name != "ct2"]  # no temporary folder left beside it
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory):
+    """(folder, peft model): a random LoRA on the tiny model; init_lora_weights=False makes its B nonzero, so
+    leaving the merge out would change the logits."""
+    base, tokenizer = load_base(TINY_MODEL)
+    torch.manual_seed(1)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM",
+                                            init_lora_weights=False)).eval()
+    folder = tmp_path_factory.mktemp("adapter") / "lora"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    # The base by name, as training records it: export loads it from adapter_config.json.
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] != TINY_MODEL
+    (folder / "adapter_config.json").write_text(json.dumps(dict(config, base_model_name_or_path=TINY_MODEL)))
+    return folder, model, tokenizer
+
+
+def export_cli(*argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `qg-export-ctranslate2 argv`."""
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main_ctranslate2([str(a) for a in argv])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@torch.inference_mode()
+def test_export_merges_an_adapter_into_its_base(adapter_dir, tmp_path, paragraphs):
+    folder, model, tokenizer = adapter_dir
+    out = tmp_path / "exports" / "ct2"
+    code, stdout, stderr = export_cli(folder, out, "--quantization", "float32")
+    assert (code, stdout) == (0, f"exported {folder} -> {out} (CTranslate2, float32)\n"), stderr
+    engine = CTranslate2Engine(out)
+    prompt = encode_prompt(tokenizer, paragraphs[1]).input_ids
+    expected = model(torch.tensor([prompt])).logits[0].numpy()  # the adapter applied by peft, unmerged
+    np.testing.assert_allclose(ct2_logits(engine, prompt), expected, rtol=0, atol=1e-4)
+    assert [p.name for p in out.parent.iterdir()] == ["ct2"]  # the merged copy was removed
+
+
+def test_export_refuses_in_one_line_before_loading_anything(adapter_dir, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    assert export_cli(adapter_dir[0], taken) == (2, "", f"error: {taken} exists: pass --overwrite to replace it\n")
+    code, _, stderr = export_cli(tmp_path / "nothing", tmp_path / "out")
+    assert code == 2 and stderr == f"error: {tmp_path / 'nothing'} has no config.json: give a merged model folder " \
+                                   "(or an adapter to qg-export-ctranslate2)\n"
+    code, _, stderr = export_cli(tiny_model_dir(), tmp_path / "out", "--base", TINY_MODEL)
+    assert code == 2 and stderr.startswith("error: ") and "--base has no use" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -16,13 +16,16 @@ Sampling is not reproducible by seed: CTranslate2 draws from a random generator 
 
 from __future__ import annotations
 
+import argparse
+import json
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from qg.cli import UserError
+from qg.cli import UserError, command
 from qg.io import atomic_dir
 from qg.models.exaone import TOKENIZER_FILES
 from qg.prompt import EncodedPrompt, end_of_turn_id
@@ -64,6 +67,33 @@ def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str
     with atomic_dir(out_dir) as tmp:
         Converter(str(src), copy_files=tokenizer_files).convert(str(tmp), quantization=quantization, force=True)
     return Path(out_dir)
+
+
+def export(src: str, out_dir: str | Path, quantization: str = "int8", base: str | None = None) -> Path:
+    """Convert a peft adapter folder (merged into its base first) or a model (folder, EXAONE checkpoint, or
+    'tiny-random-exaone') to a CTranslate2 folder.
+
+    The merge keeps the base's own dtype (bf16 for EXAONE, as a GPU serves it); float32 bases stay exact.
+    """
+    from qg.models.loading import load_base, resolve_base
+
+    adapter_file = Path(src) / "adapter_config.json"
+    if not adapter_file.is_file():
+        if base is not None:
+            raise UserError(f"{src} is not a peft adapter folder (no adapter_config.json), so --base has no use")
+        return convert(resolve_base(src), out_dir, quantization)
+    from peft import PeftModel
+
+    base = base or json.loads(adapter_file.read_text())["base_model_name_or_path"]
+    model, tokenizer = load_base(base, dtype="auto")
+    model = PeftModel.from_pretrained(model, src).merge_and_unload()
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    # The merged model is written once for the converter to read, next to the output (the same disk, and big).
+    with tempfile.TemporaryDirectory(prefix=f".{Path(out_dir).name}.merged-", dir=Path(out_dir).parent) as merged:
+        model.save_pretrained(merged)
+        tokenizer.save_pretrained(merged)
+        del model
+        return convert(merged, out_dir, quantization)
 
 
 def check_model_folder(model_dir: str | Path) -> Path:
@@ -140,3 +170,21 @@ class CTranslate2Prompts:
 
     def sample(self, counts: Sequence[int], decoding) -> list[list[str | None]]:
         return [[self.engine.decode(ids) for ids in rows] for rows in self.sample_ids(counts, decoding)]
+
+
+@command
+def main_ctranslate2(argv: list[str] | None = None) -> None:
+    """qg-export-ctranslate2: a LoRA adapter or a model -> a CTranslate2 folder for the CPU engine."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="A peft adapter folder (merged into its base), or a model folder, or "
+                                    "'tiny-random-exaone'.")
+    parser.add_argument("out", help="Output folder for the CTranslate2 model (model.bin, config, tokenizer).")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
+                        help="int8 (default): for serving on CPU; float32: the transformers model's logits.")
+    parser.add_argument("--base", help="The adapter's base model; default: its adapter_config.json's.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace OUT if it exists.")
+    args = parser.parse_args(argv)
+    if Path(args.out).exists() and not args.overwrite:
+        raise UserError(f"{args.out} exists: pass --overwrite to replace it")
+    out = export(args.src, args.out, args.quantization, args.base)
+    print(f"exported {args.src} -> {out} (CTranslate2, {args.quantization})")
