@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from io import StringIO
 
 import numpy as np
@@ -22,6 +21,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from qg.cli import UserError
+from qg.generate import Decoding, QuestionGenerator, TransformersEngine
 from qg.data.korquad import SAMPLE_DIR
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL, tiny_model_dir
@@ -32,16 +32,7 @@ MAX_NEW_TOKENS = 24
 # The fitted tiny model's logits span about -12..16 (std 2.4); over 12 sample paragraphs int8 moved them by at most
 # 0.64, and greedy decoding diverged on 1 of the 12, at a step whose top two logits were 0.03 apart.
 INT8_LOGIT_TOLERANCE = 0.75
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """The fields of `qg.generate.Decoding` that an engine reads."""
-
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = MAX_NEW_TOKENS
-    seed: int | None = 0
+GREEDY = Decoding(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,12 +117,20 @@ def test_float32_greedy_tokens_and_questions_equal_transformers(merged, float32_
     end = end_of_turn_id(tokenizer)
     assert end in expected[0]  # the fitted paragraph ends its question, so the texts below are real questions
     prepared = engine.prepare(encoded)
-    greedy = Decoding(temperature=0)
-    assert prepared.sample_ids([1] * len(encoded), greedy) == [[tokens] for tokens in expected]
+    assert prepared.sample_ids([1] * len(encoded), GREEDY) == [[tokens] for tokens in expected]
     questions = [tokenizer.decode(t[:t.index(end)]) if end in t else None for t in expected]
     assert questions[0]
-    assert prepared.sample([1] * len(encoded), greedy) == [[q] for q in questions]
-    assert prepared.sample([0, 2, 0, 0, 1], greedy) == [[], [questions[1]] * 2, [], [], [questions[4]]]
+    assert prepared.sample([1] * len(encoded), GREEDY) == [[q] for q in questions]
+    assert prepared.sample([0, 2, 0, 0, 1], GREEDY) == [[], [questions[1]] * 2, [], [], [questions[4]]]
+
+
+def test_question_generator_on_ctranslate2_gives_the_transformers_engine_questions(merged, float32_dir, paragraphs):
+    _, model, tokenizer = merged
+    expected = QuestionGenerator(TransformersEngine(model, tokenizer)).generate(paragraphs, temperature=0,
+                                                                                max_new_tokens=MAX_NEW_TOKENS)
+    assert expected[0].questions  # the fitted paragraph: a real question, through the checks
+    assert QuestionGenerator(CTranslate2Engine(float32_dir)).generate(
+        paragraphs, temperature=0, max_new_tokens=MAX_NEW_TOKENS) == expected
 
 
 @torch.inference_mode()
@@ -143,7 +142,7 @@ def test_int8_logits_close_and_greedy_diverges_only_at_near_ties(merged, float32
     for prompt in encoded:
         difference = np.abs(ct2_logits(quantised, prompt.input_ids) - ct2_logits(exact, prompt.input_ids))
         assert 0 < difference.max() <= INT8_LOGIT_TOLERANCE  # 0 would mean the weights were not quantised
-    rows = quantised.prepare(encoded).sample_ids([1] * len(encoded), Decoding(temperature=0))
+    rows = quantised.prepare(encoded).sample_ids([1] * len(encoded), GREEDY)
     agreeing = 0
     for prompt, [tokens] in zip(encoded, rows):
         expected, gaps = transformers_greedy(model, tokenizer, prompt.input_ids)
@@ -245,6 +244,4 @@ def test_export_refuses_in_one_line_before_loading_anything(adapter_dir, tmp_pat
     code, _, stderr = export_cli(tmp_path / "nothing", tmp_path / "out")
     assert code == 2 and stderr == f"error: {tmp_path / 'nothing'} has no config.json: give a merged model folder " \
                                    "(or an adapter to qg-export-ctranslate2)\n"
-    code, _, stderr = export_cli(tiny_model_dir(), tmp_path / "out", "--base", TINY_MODEL)
-    assert code == 2 and stderr.startswith("error: ") and "--base has no use" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -11,13 +11,13 @@ CTranslate2's int8 matrix products and its `num_hypotheses`, which samples sever
 bring that to seconds. float32 export gives the transformers model's logits (tests/test_ctranslate2.py).
 
 Sampling is not reproducible by seed: CTranslate2 draws from a random generator per worker thread, seeded from
-`ctranslate2.set_random_seed` once when the thread first samples, so `Decoding.seed` has no effect here.
+`ctranslate2.set_random_seed` once when the thread first samples, so `Decoding.seed` has no effect here (the
+questions still pass the same checks, de-duplication and resampling: `QuestionGenerator(CTranslate2Engine(...))`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from qg.cli import UserError, command
+from qg.generate import Decoding, text_before_end_of_turn
 from qg.io import atomic_dir
 from qg.models.exaone import TOKENIZER_FILES
 from qg.prompt import EncodedPrompt, end_of_turn_id
@@ -69,31 +70,19 @@ def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str
     return Path(out_dir)
 
 
-def export(src: str, out_dir: str | Path, quantization: str = "int8", base: str | None = None) -> Path:
-    """Convert a peft adapter folder (merged into its base first) or a model (folder, EXAONE checkpoint, or
-    'tiny-random-exaone') to a CTranslate2 folder.
+def export(src: str, out_dir: str | Path, quantization: str = "int8") -> Path:
+    """Convert a peft adapter (folder or Hub id; merged into its base first by `qg.serving.export.export_merged`) or
+    a model (folder, EXAONE checkpoint, or 'tiny-random-exaone') to a CTranslate2 folder."""
+    from qg.generate import adapter_config
+    from qg.models.loading import resolve_base
+    from qg.serving.export import export_merged
 
-    The merge keeps the base's own dtype (bf16 for EXAONE, as a GPU serves it); float32 bases stay exact.
-    """
-    from qg.models.loading import load_base, resolve_base
-
-    adapter_file = Path(src) / "adapter_config.json"
-    if not adapter_file.is_file():
-        if base is not None:
-            raise UserError(f"{src} is not a peft adapter folder (no adapter_config.json), so --base has no use")
+    if adapter_config(src) is None:
         return convert(resolve_base(src), out_dir, quantization)
-    from peft import PeftModel
-
-    base = base or json.loads(adapter_file.read_text())["base_model_name_or_path"]
-    model, tokenizer = load_base(base, dtype="auto")
-    model = PeftModel.from_pretrained(model, src).merge_and_unload()
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     # The merged model is written once for the converter to read, next to the output (the same disk, and big).
-    with tempfile.TemporaryDirectory(prefix=f".{Path(out_dir).name}.merged-", dir=Path(out_dir).parent) as merged:
-        model.save_pretrained(merged)
-        tokenizer.save_pretrained(merged)
-        del model
-        return convert(merged, out_dir, quantization)
+    with tempfile.TemporaryDirectory(prefix=f".{Path(out_dir).name}.merged-", dir=Path(out_dir).parent) as tmp:
+        return convert(export_merged(src, Path(tmp) / "merged"), out_dir, quantization)
 
 
 def check_model_folder(model_dir: str | Path) -> Path:
@@ -126,15 +115,9 @@ class CTranslate2Engine:
         return CTranslate2Prompts(self, [self.tokenizer.convert_ids_to_tokens(p.input_ids) for p in prompts])
 
     def describe(self) -> dict:
-        return {"engine": "ctranslate2", "model": str(self.model_dir), "device": self.generator.device,
-                "compute_type": self.generator.compute_type}
-
-    def decode(self, token_ids: Sequence[int]) -> str | None:
-        """The text before the first end-of-turn token, or None when there is none."""
-        token_ids = list(token_ids)
-        if self.end_of_turn not in token_ids:
-            return None
-        return self.tokenizer.decode(token_ids[:token_ids.index(self.end_of_turn)])
+        # A converted model is merged: it is its own base.
+        return {"engine": "ctranslate2", "model": str(self.model_dir), "base": str(self.model_dir), "revision": None,
+                "device": self.generator.device, "compute_type": self.generator.compute_type}
 
 
 class CTranslate2Prompts:
@@ -144,7 +127,7 @@ class CTranslate2Prompts:
         self.engine = engine
         self.tokens = tokens
 
-    def sample_ids(self, counts: Sequence[int], decoding) -> list[list[list[int]]]:
+    def sample_ids(self, counts: Sequence[int], decoding: Decoding) -> list[list[list[int]]]:
         """`counts[i]` generated token id lists for prompt i, each ending with the end-of-turn id if it has one."""
         greedy = decoding.temperature == 0
         # sampling_topk=0: the whole vocabulary, shaped by temperature and top-p only, as qg.generate samples.
@@ -168,23 +151,23 @@ class CTranslate2Prompts:
                 samples[index] = result.sequences_ids * counts[index] if greedy else result.sequences_ids
         return samples
 
-    def sample(self, counts: Sequence[int], decoding) -> list[list[str | None]]:
-        return [[self.engine.decode(ids) for ids in rows] for rows in self.sample_ids(counts, decoding)]
+    def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
+        tokenizer = self.engine.tokenizer
+        return [[text_before_end_of_turn(tokenizer, ids) for ids in rows] for rows in self.sample_ids(counts, decoding)]
 
 
 @command
 def main_ctranslate2(argv: list[str] | None = None) -> None:
     """qg-export-ctranslate2: a LoRA adapter or a model -> a CTranslate2 folder for the CPU engine."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="A peft adapter folder (merged into its base), or a model folder, or "
+    parser.add_argument("src", help="A peft adapter (folder or Hub id; merged into its base), or a model folder, or "
                                     "'tiny-random-exaone'.")
     parser.add_argument("out", help="Output folder for the CTranslate2 model (model.bin, config, tokenizer).")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
                         help="int8 (default): for serving on CPU; float32: the transformers model's logits.")
-    parser.add_argument("--base", help="The adapter's base model; default: its adapter_config.json's.")
     parser.add_argument("--overwrite", action="store_true", help="Replace OUT if it exists.")
     args = parser.parse_args(argv)
     if Path(args.out).exists() and not args.overwrite:
         raise UserError(f"{args.out} exists: pass --overwrite to replace it")
-    out = export(args.src, args.out, args.quantization, args.base)
+    out = export(args.src, args.out, args.quantization)
     print(f"exported {args.src} -> {out} (CTranslate2, {args.quantization})")
