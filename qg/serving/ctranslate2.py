@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qg.cli import UserError, command
+from qg.cli import UserError, command, one_line
 from qg.generate import Decoding, text_before_end_of_turn
-from qg.io import atomic_dir
+from qg.io import atomic_dir, is_hub_id
 from qg.models.exaone import TOKENIZER_FILES
 from qg.prompt import EncodedPrompt, end_of_turn_id
 
@@ -94,6 +94,20 @@ def check_model_folder(model_dir: str | Path) -> Path:
         raise UserError(f"{folder} has no {MODEL_FILE}: not a CTranslate2 model folder (write one with "
                         "qg-export-ctranslate2)")
     return folder
+
+
+def local_model_folder(name: str) -> Path:
+    """A CTranslate2 model folder: `name` itself, or the Hub repo `name` downloaded (a Space's `preload_from_hub`
+    has put it in the cache already)."""
+    if Path(name).is_dir() or not is_hub_id(name):
+        return check_model_folder(name)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(name)
+    except Exception as err:  # noqa: BLE001 - offline, no such repo, no access: one line says which
+        raise UserError(f"cannot download the CTranslate2 model {name}: {one_line(err)}") from None
+    return check_model_folder(folder)
 
 
 class CTranslate2Engine:
