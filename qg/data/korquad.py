@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 from tqdm import tqdm
 
 from qg.cli import UserError, one_line
@@ -120,6 +119,10 @@ def squad_rows_to_json(rows: Iterable[dict]) -> dict:
 
 def load_korquad_from_hub(repo_id: str = KORQUAD_HUB_ID) -> tuple[KorQuADSource, KorQuADSource]:
     """The official train and dev sets from the Hub; an unreachable Hub is one `UserError` line."""
+    # Imported here: the Space's copy of qg/ reaches this module (for SAMPLE_DIR, through qg.models.tiny) without
+    # `datasets` installed.
+    import datasets
+
     try:
         hub = datasets.load_dataset(repo_id)
     except OSError as err:  # no connection, no such repo, HTTP errors

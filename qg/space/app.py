@@ -113,6 +113,14 @@ def start_loading(model_id: str, cpu_model: str | None) -> BackgroundLoad:
     return BackgroundLoad(lambda: load_generator(model_id, cpu_model))
 
 
+@st.fragment(run_every=1.0)
+def show_loading(loading: BackgroundLoad) -> None:
+    """The loading notice, checked every second: the page redraws itself once the model is ready (or failed)."""
+    if loading.generator is not None or loading.error is not None:
+        st.rerun()
+    st.caption(f"⏳ {LOADING_MESSAGE}")
+
+
 def engine_label(generator: QuestionGenerator) -> str:
     details = generator.engine.describe()
     if details["engine"] == "ctranslate2":
@@ -144,7 +152,7 @@ except UserError as err:
     st.error(f"모델을 불러오지 못했습니다 (could not load the model): {err}")
     st.stop()
 if generator is None:
-    st.caption(f"⏳ {LOADING_MESSAGE}")
+    show_loading(loading)
 else:
     st.caption(f"모델 (model): `{CPU_MODEL if CPU_ENGINE else MODEL_ID}` · 엔진 (engine): `{engine_label(generator)}`")
 
