@@ -6,7 +6,7 @@
 Model: random weights of EXAONE-3.5-2.4B's exact shape in Llama format (hidden 2560, 30 layers, 32 query and 8
 key-value heads of 80, MLP 7168, vocabulary 102,400, tied embeddings, llama3 RoPE scaling), written as bf16
 safetensors one shard at a time; the real EXAONE-3.5 tokenizer. Request: the median-length distinct KorQuAD 1.0 dev
-paragraph in the project's prompt, 5 questions of up to 32 tokens, one sampling round (temperature 0.8, top-p 0.95),
+paragraph (in tokens) in the project's prompt, 5 questions of up to 32 tokens, one sampling round (temperature 0.8, top-p 0.95),
 through `QuestionGenerator.generate`, the code the Space runs. Random weights never produce the end-of-turn token,
 so every question runs to 32 tokens: the full work of one round, the same on both sides.
 Each side runs in its own process (its peak RSS is that process's ru_maxrss), one after the other, in this one run:
@@ -81,11 +81,12 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def median_paragraph() -> str:
-    """The median-length (in characters) distinct KorQuAD 1.0 dev paragraph."""
+def median_paragraph(tokenizer) -> str:
+    """The distinct KorQuAD 1.0 dev paragraph of median length in tokens (ties: the first in the file)."""
     dev = json.loads(DEV_JSON.read_text(encoding="utf-8"))
-    contexts = sorted(dict.fromkeys(p["context"] for article in dev["data"] for p in article["paragraphs"]), key=len)
-    return contexts[len(contexts) // 2]
+    contexts = dict.fromkeys(p["context"] for article in dev["data"] for p in article["paragraphs"])
+    ordered = sorted(contexts, key=lambda c: len(tokenizer(c, add_special_tokens=False)["input_ids"]))
+    return ordered[len(ordered) // 2]
 
 
 def peak_rss_gib() -> float:
@@ -108,7 +109,7 @@ def arm(name: str, model: Path, threads: int) -> dict:
         torch.set_num_threads(threads or torch.get_num_threads())
         generator = QuestionGenerator.from_pretrained(str(model), device="cpu")
     loaded = time.perf_counter()
-    paragraph = median_paragraph()
+    paragraph = median_paragraph(generator.tokenizer)
     [result] = generator.generate([paragraph], **REQUEST)
     done = time.perf_counter()
     return {"load_s": loaded - started, "request_s": done - loaded, "peak_rss_gib": peak_rss_gib(),

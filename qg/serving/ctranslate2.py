@@ -31,7 +31,10 @@ from qg.io import atomic_dir, is_hub_id
 from qg.models.exaone import TOKENIZER_FILES
 from qg.prompt import EncodedPrompt, end_of_turn_id
 
-QUANTIZATIONS = ("int8", "float32")  # int8 for serving on CPU; float32 gives the transformers model's logits
+# Our name -> CTranslate2's. int8, for serving on CPU: int8 weights, float32 for the rest (plain "int8" would keep a
+# bf16 model's rest in bf16, which CPUs without bf16 units convert at every load, with a warning). float32: the
+# transformers model's logits.
+QUANTIZATIONS = {"int8": "int8_float32", "float32": "float32"}
 MODEL_FILE = "model.bin"  # what every CTranslate2 model folder holds
 
 
@@ -65,8 +68,9 @@ def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str
             return spec
 
     tokenizer_files = [name for name in TOKENIZER_FILES if (src / name).is_file()]
+    converter = Converter(str(src), copy_files=tokenizer_files)
     with atomic_dir(out_dir) as tmp:
-        Converter(str(src), copy_files=tokenizer_files).convert(str(tmp), quantization=quantization, force=True)
+        converter.convert(str(tmp), quantization=QUANTIZATIONS[quantization], force=True)
     return Path(out_dir)
 
 
@@ -120,7 +124,10 @@ class CTranslate2Engine:
         from transformers import AutoTokenizer
 
         self.model_dir = check_model_folder(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir) if tokenizer is None else tokenizer
+        # The folder's config.json is CTranslate2's, without transformers_version: transformers 5 then suspects an
+        # old Mistral tokenizer and warns that its regex may be wrong. This tokenizer is the model's own, as saved.
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, fix_mistral_regex=False) \
+            if tokenizer is None else tokenizer
         self.generator = ctranslate2.Generator(str(self.model_dir), device=device, compute_type="default",
                                                intra_threads=threads)
         self.end_of_turn = end_of_turn_id(self.tokenizer)
