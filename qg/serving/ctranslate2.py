@@ -58,7 +58,7 @@ def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str
             spec = super()._load()
             # ctranslate2 4.8's Llama loader keeps llama3 RoPE's low/high frequency factors but drops its `factor`
             # and `original_max_position_embeddings` (the spec stores a factor only for linear scaling), so every
-            # position past the first few would be rotated differently from transformers. The spec refuses new
+            # position but the first would be rotated differently from transformers. The spec refuses new
             # attributes, hence vars(); the C++ side reads both names for llama3 scaling.
             if rope.get("rope_type") == "llama3":
                 for layer in spec.decoder.layer:
@@ -128,6 +128,7 @@ class CTranslate2Engine:
         # old Mistral tokenizer and warns that its regex may be wrong. This tokenizer is the model's own, as saved.
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, fix_mistral_regex=False) \
             if tokenizer is None else tokenizer
+        # "default": compute in the type the folder was exported in ("auto" would quantise a float32 export to int8).
         self.generator = ctranslate2.Generator(str(self.model_dir), device=device, compute_type="default",
                                                intra_threads=threads)
         self.end_of_turn = end_of_turn_id(self.tokenizer)
