@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qg.cli import UserError
-from qg.io import cache_dir
+from qg.io import cache_dir, remove_stale_temps
 from qg.models.exaone import convert_exaone_checkpoint, resolve_source
 from qg.models.tiny import TINY_MODEL, tiny_model_dir
 
@@ -49,6 +49,9 @@ def resolve_base(name_or_path: str, revision: str | None = None) -> str:
             return name_or_path
         converted = cache_dir() / "converted" / f"{name_or_path.replace('/', '--')}--{revision or 'main'}"
     if not converted.exists():
+        # A conversion killed midway (out of memory, kill -9) leaves gigabytes; when the source has changed
+        # since, its key has too and no later conversion of the same name would clean them up.
+        remove_stale_temps(converted.parent)
         convert_exaone_checkpoint(resolve_source(name_or_path, revision), converted, overwrite=True)
     return str(converted)
 
