@@ -2,24 +2,32 @@
 
 The tiny random model rarely ends a question with EOS, so its runs check what holds for any model (at most N
 questions, each non-empty, or a kind explanation); runs with a scripted `QuestionGenerator.generate` check the
-exact rendering.
+exact rendering. The model loads in a background thread: `run_app` reruns the page until it is loaded; one test
+holds the load back to see what a visitor sees meanwhile. With QG_CPU_MODEL, CPU hardware (this machine) loads
+the tiny model's CTranslate2 export instead.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import streamlit as st
+import torch
 from huggingface_hub import SpaceCard
 from streamlit.testing.v1 import AppTest
 
 from qg.generate import GeneratedQuestions, QuestionGenerator
+from qg.models.tiny import tiny_model_dir
+from qg.serving.ctranslate2 import convert
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "space" / "app.py"
@@ -35,6 +43,7 @@ ADVERSARIAL_PARAGRAPH = (
 )
 RAW_HTML = re.compile(r"<script|<img|onerror", re.IGNORECASE)
 RUN_TIMEOUT_S = 90  # a bound for busy CI machines: a run takes about a second (the first one builds the tiny model)
+LOADING = "모델을 불러오는 중입니다. 잠시 후 다시 시도해 주세요. (The model is still loading; try again shortly.)"
 
 
 @pytest.fixture
@@ -68,11 +77,41 @@ def scripted(use_tiny_model, monkeypatch) -> ScriptedGenerate:
     return script
 
 
-def run_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
-    at.run()
+@pytest.fixture(scope="module")
+def tiny_ct2(tmp_path_factory) -> Path:
+    return convert(tiny_model_dir(), tmp_path_factory.mktemp("ct2") / "tiny-int8", quantization="int8")
+
+
+@pytest.fixture
+def real_load_counted(monkeypatch) -> list:
+    """The (model, kwargs) of every `QuestionGenerator.from_pretrained` call, from a fresh model cache on."""
+    st.cache_resource.clear()
+    loads = []
+    load = QuestionGenerator.from_pretrained
+
+    def counted_load(model, **kwargs):
+        loads.append((model, kwargs))
+        return load(model, **{**kwargs, "device": "cpu"})
+
+    monkeypatch.setattr(QuestionGenerator, "from_pretrained", counted_load)
+    return loads
+
+
+def still_loading(at: AppTest) -> bool:
+    return any(c.value.startswith("⏳") for c in at.caption)
+
+
+def wait_until_loaded(at: AppTest) -> AppTest:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while still_loading(at) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        at.run()
     assert not at.exception
     return at
+
+
+def run_app() -> AppTest:
+    return wait_until_loaded(AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S).run())
 
 
 def submit(at: AppTest, paragraph: str, num_questions: int = 5, temperature: float = 0.8,
@@ -193,34 +232,104 @@ def test_paragraph_over_the_token_budget_is_truncated_with_a_notice(use_tiny_mod
                                    "(The paragraph was truncated to the model's input budget.)")
 
 
-def test_model_loads_once_per_process_on_the_best_device(use_tiny_model, monkeypatch):
-    st.cache_resource.clear()
-    loads = []
-    load = QuestionGenerator.from_pretrained
-
-    def counted_load(model, **kwargs):
-        loads.append((model, kwargs))
-        return load(model, **kwargs)
-
-    monkeypatch.setattr(QuestionGenerator, "from_pretrained", counted_load)
+def test_model_loads_once_per_process_on_the_best_device(use_tiny_model, real_load_counted):
     for _visitor in range(2):
         submit(run_app(), KOREAN_PARAGRAPH, num_questions=1)
-    assert loads == [("tiny-random-exaone", {"device": "auto"})]
+    assert real_load_counted == [("tiny-random-exaone", {"device": "auto"})]
 
 
 def test_model_that_cannot_load_is_reported_instead_of_the_form(monkeypatch, tmp_path):
     monkeypatch.setenv("QG_MODEL", str(tmp_path))  # a folder that holds no model
-    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S).run()
-    assert not at.exception
+    at = run_app()
     [error] = at.error
     assert error.value.startswith("모델을 불러오지 못했습니다 (could not load the model):")
     assert "no config.json" in error.value
     assert not at.button and not at.text_area
 
 
+def test_a_request_while_the_model_loads_is_asked_to_wait(scripted, monkeypatch):
+    st.cache_resource.clear()
+    release = threading.Event()
+    load = QuestionGenerator.from_pretrained
+
+    def held_load(model, **kwargs):
+        release.wait(RUN_TIMEOUT_S)
+        return load(model, **kwargs)
+
+    monkeypatch.setattr(QuestionGenerator, "from_pretrained", held_load)
+    try:
+        at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S).run()
+        assert [c.value for c in at.caption] == [f"⏳ {LOADING}"]
+        assert at.text_area(key="paragraph").value  # the form is there to fill in meanwhile
+        submit(at, KOREAN_PARAGRAPH)
+        assert [i.value for i in at.info] == [LOADING]
+        assert not at.code and not at.error and scripted.calls == []
+    finally:
+        release.set()
+    at = submit(wait_until_loaded(at), KOREAN_PARAGRAPH, num_questions=2)
+    assert numbered_questions(at) == ["1번째 질문은 무엇인가?", "2번째 질문은 무엇인가?"]
+
+
+def test_paragraph_over_the_character_cap_is_cut_with_a_notice(scripted):
+    at = run_app()
+    assert at.text_area(key="paragraph").proto.max_chars == 5000  # the browser stops typing there
+    # set_value, not input: AppTest's input() refuses text over max_chars, as the browser would; Streamlit's server
+    # cuts what a client sends anyway.
+    at.text_area(key="paragraph").set_value("가" * 4990 + "나" * 1000)
+    at.button[0].click().run()
+    assert scripted.calls[0]["contexts"] == ["가" * 4990 + "나" * 10]
+    assert at.warning[0].value == ("문단은 5,000자까지 받습니다. 그 뒤는 잘렸을 수 있습니다. "
+                                   "(Paragraphs are cut at 5,000 characters.)")
+
+
+def test_cpu_hardware_with_a_cpu_model_generates_with_ctranslate2(use_tiny_model, real_load_counted, monkeypatch,
+                                                                   tiny_ct2):
+    monkeypatch.setenv("QG_CPU_MODEL", str(tiny_ct2))
+    at = submit(run_app(), KOREAN_PARAGRAPH, num_questions=2)
+    assert at.caption[0].value == f"모델 (model): `{tiny_ct2}` · 엔진 (engine): `CTranslate2 int8_float32 · cpu`"
+    assert real_load_counted == []  # no transformers model was loaded
+    questions = numbered_questions(at)
+    assert len(questions) <= 2 and all(q.strip() for q in questions)
+    if not questions:  # the tiny random model rarely ends a question: every candidate then has its reason
+        counts = [int(n) for n in re.findall(r": (\d+)개$", at.markdown[-1].value, re.MULTILINE)]
+        assert sum(counts) >= 2
+
+
+def test_gpu_hardware_keeps_transformers_and_the_adapter(use_tiny_model, real_load_counted, monkeypatch, tiny_ct2):
+    monkeypatch.setenv("QG_CPU_MODEL", str(tiny_ct2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    at = run_app()
+    assert real_load_counted == [("tiny-random-exaone", {"device": "auto"})]
+    assert at.caption[0].value == "모델 (model): `tiny-random-exaone` · 엔진 (engine): `transformers · cpu`"
+
+
+def test_cpu_model_named_by_hub_id_is_downloaded(use_tiny_model, real_load_counted, monkeypatch, tiny_ct2):
+    downloads = []
+
+    def snapshot_download(repo_id, **kwargs):  # what preload_from_hub makes a local cache hit on the Space
+        downloads.append(repo_id)
+        return str(tiny_ct2)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setenv("QG_CPU_MODEL", "ORG/korean-qg-ct2-int8")
+    at = run_app()
+    assert downloads == ["ORG/korean-qg-ct2-int8"]
+    assert at.caption[0].value.startswith("모델 (model): `ORG/korean-qg-ct2-int8` · 엔진 (engine): `CTranslate2")
+
+
+def test_cpu_model_that_is_not_a_ctranslate2_folder_is_reported(use_tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("QG_CPU_MODEL", str(tmp_path))
+    st.cache_resource.clear()
+    [error] = run_app().error
+    assert error.value == (f"모델을 불러오지 못했습니다 (could not load the model): {tmp_path} has no model.bin: not a "
+                           "CTranslate2 model folder (write one with qg-export-ctranslate2)")
+
+
 def pinned_versions(requirements: Path) -> dict[str, str]:
+    """Distribution name (extras left out) -> pinned version."""
     lines = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
-    return dict(line.split("==") for line in lines if "==" in line)
+    pins = dict(line.split("==") for line in lines if "==" in line)
+    return {name.split("[")[0]: version for name, version in pins.items()}
 
 
 def test_space_card_matches_the_pinned_requirements_and_the_app():

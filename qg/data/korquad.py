@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
-from datasets.exceptions import DatasetsError
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm import tqdm
@@ -121,6 +119,11 @@ def load_korquad_from_hub(repo_id: str = KORQUAD_HUB_ID) -> tuple[KorQuADSource,
     The repository's own parquet files when it has them; while it holds only a loading script (which datasets no
     longer runs: "Dataset scripts are no longer supported"), the Hub's parquet conversion of it.
     """
+    # Imported here: the Space's copy of qg/ reaches this module (for SAMPLE_DIR, through qg.models.tiny) without
+    # `datasets` installed.
+    import datasets
+    from datasets.exceptions import DatasetsError
+
     try:
         hub = datasets.load_dataset(str(_parquet_snapshot(repo_id)))
         train, dev = hub["train"], hub["validation"]

@@ -3,17 +3,24 @@
     streamlit run space/app.py                                   # the published adapter (GPU if present, else CPU)
     QG_MODEL=tiny-random-exaone streamlit run space/app.py       # offline, the tiny random model: gibberish, fast
     QG_MODEL=outputs/smoke streamlit run space/app.py            # a local adapter folder
+    QG_CPU_MODEL=exports/exaone-ct2 streamlit run space/app.py   # without a GPU: a CTranslate2 export (or Hub id)
 
 The Space repository holds this file next to a copy of the `qg/` package; all logic lives in
-`qg.generate.QuestionGenerator`, this file only draws the page.
+`qg.generate.QuestionGenerator`, this file only draws the page. Without a GPU, a CTranslate2 int8 export of the same
+adapter (`qg-export-ctranslate2`, named by QG_CPU_MODEL) answers in seconds where transformers in fp32 takes minutes
+(bench/bench_space_cpu.py); the prompt, checks, de-duplication and resampling are the same QuestionGenerator code.
+The model loads in a background thread: the page draws at once, and a request before it is ready is told to wait.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 
 import streamlit as st
+import torch
 
 from qg.cli import UserError
 from qg.generate import DUPLICATE, NO_EOS, QuestionGenerator
@@ -21,6 +28,14 @@ from qg.generate import DUPLICATE, NO_EOS, QuestionGenerator
 # The publish step rewrites this placeholder to the adapter's real repo id (as in README.md's `models`).
 PUBLISHED_ADAPTER = "ORG/exaone-3.5-2.4b-korquad-qg-lora"
 MODEL_ID = os.environ.get("QG_MODEL", PUBLISHED_ADAPTER)
+# On CPU hardware: a CTranslate2 export of the adapter, a folder or a Hub repo id (unset: transformers on CPU too).
+CPU_MODEL = os.environ.get("QG_CPU_MODEL") or None
+# A GPU Space keeps transformers (bf16, the adapter as published); CTranslate2's int8 is for CPU hardware.
+CPU_ENGINE = CPU_MODEL is not None and not torch.cuda.is_available()
+# About 2,700 EXAONE tokens of Korean: past the model's 1,024-token budget, so the cap cuts only what it would not
+# read anyway, and a pasted book never reaches the tokenizer.
+MAX_PARAGRAPH_CHARS = 5000
+LOADING_MESSAGE = "모델을 불러오는 중입니다. 잠시 후 다시 시도해 주세요. (The model is still loading; try again shortly.)"
 
 # Original paragraphs written for this app (not from KorQuAD or any other source).
 EXAMPLES = {
@@ -62,9 +77,55 @@ REJECTION_LABELS = {
 }
 
 
-@st.cache_resource(show_spinner="모델을 불러오는 중입니다… (처음 한 번만 / loading the model once)")
-def load_generator(model_id: str) -> QuestionGenerator:
+def load_generator(model_id: str, cpu_model: str | None) -> QuestionGenerator:
+    """The CTranslate2 model `cpu_model` when given, else the transformers + peft model `model_id`."""
+    if cpu_model is not None:
+        from qg.serving.ctranslate2 import CTranslate2Engine, local_model_folder
+
+        return QuestionGenerator(CTranslate2Engine(local_model_folder(cpu_model)))
     return QuestionGenerator.from_pretrained(model_id, device="auto")
+
+
+class BackgroundLoad:
+    """`load()` run in a thread; `result()` is its generator, None while it runs, or raises what it raised."""
+
+    def __init__(self, load: Callable[[], QuestionGenerator]):
+        self.generator: QuestionGenerator | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(load,), name="load-model", daemon=True)
+        self.thread.start()
+
+    def _run(self, load: Callable[[], QuestionGenerator]) -> None:
+        try:
+            self.generator = load()
+        except BaseException as err:  # noqa: BLE001 - shown on the page by the next run, not lost in the thread
+            self.error = err
+
+    def result(self) -> QuestionGenerator | None:
+        if self.error is not None:
+            raise self.error
+        return self.generator
+
+
+@st.cache_resource(show_spinner=False)
+def start_loading(model_id: str, cpu_model: str | None) -> BackgroundLoad:
+    """One load per process, shared by every visitor."""
+    return BackgroundLoad(lambda: load_generator(model_id, cpu_model))
+
+
+@st.fragment(run_every=1.0)
+def show_loading(loading: BackgroundLoad) -> None:
+    """The loading notice, checked every second: the page redraws itself once the model is ready (or failed)."""
+    if loading.generator is not None or loading.error is not None:
+        st.rerun()
+    st.caption(f"⏳ {LOADING_MESSAGE}")
+
+
+def engine_label(generator: QuestionGenerator) -> str:
+    details = generator.engine.describe()
+    if details["engine"] == "ctranslate2":
+        return f"CTranslate2 {details['compute_type']} · {details['device']}"
+    return f"transformers · {generator.model.device.type}"
 
 
 def use_example() -> None:
@@ -84,25 +145,31 @@ st.markdown(
     "(EXAONE-3.5-2.4B + LoRA, fine-tuned on KorQuAD 1.0).*"
 )
 
+loading = start_loading(MODEL_ID, CPU_MODEL if CPU_ENGINE else None)
 try:
-    generator = load_generator(MODEL_ID)
+    generator = loading.result()
 except UserError as err:
     st.error(f"모델을 불러오지 못했습니다 (could not load the model): {err}")
     st.stop()
-st.caption(f"모델 (model): `{MODEL_ID}` · 장치 (device): `{generator.model.device.type}`")
+if generator is None:
+    show_loading(loading)
+else:
+    st.caption(f"모델 (model): `{CPU_MODEL if CPU_ENGINE else MODEL_ID}` · 엔진 (engine): `{engine_label(generator)}`")
 
 st.session_state.setdefault("paragraph", next(iter(EXAMPLES.values())))
 st.selectbox("예시 문단 (example paragraph)", list(EXAMPLES), key="example", on_change=use_example)
 
 with st.form("generate"):
-    paragraph = st.text_area("문단 (paragraph)", key="paragraph", height=200,
-                             placeholder="질문을 만들 한국어 문단을 붙여 넣으세요.")
+    paragraph = st.text_area("문단 (paragraph)", key="paragraph", height=200, max_chars=MAX_PARAGRAPH_CHARS,
+                             placeholder="질문을 만들 한국어 문단을 붙여 넣으세요.",
+                             help=f"최대 {MAX_PARAGRAPH_CHARS:,}자까지 넣을 수 있습니다 (at most "
+                                  f"{MAX_PARAGRAPH_CHARS:,} characters).")
     answer = st.text_input("답 (선택) · answer span, optional",
                            help="문단 속의 답을 적으면 그 답이 나오는 질문을 만듭니다 (answer-aware mode).")
     num_questions = st.slider("질문 개수 (number of questions)", 1, 10, 5)
     temperature = st.slider("창의성 (temperature)", 0.1, 1.5, 0.8, step=0.1,
                             help="낮을수록 무난하고, 높을수록 다양하지만 엉뚱한 질문이 늘어납니다. "
-                                 "같은 문단과 설정은 같은 질문을 냅니다 (seeded).")
+                                 + ("" if CPU_ENGINE else "같은 문단과 설정은 같은 질문을 냅니다 (seeded)."))
     submitted = st.form_submit_button("질문 만들기 (generate)", type="primary")
 
 if submitted:
@@ -110,6 +177,13 @@ if submitted:
     if not paragraph.strip():
         st.info("문단이 비어 있습니다. 위에 한국어 문단을 넣거나 예시를 골라 주세요. (The paragraph is empty.)")
         st.stop()
+    generator = loading.result()  # it may have finished since the page was drawn
+    if generator is None:
+        st.info(LOADING_MESSAGE)
+        st.stop()
+    if len(paragraph) == MAX_PARAGRAPH_CHARS:  # Streamlit cuts a longer paste to max_chars without a word
+        st.warning(f"문단은 {MAX_PARAGRAPH_CHARS:,}자까지 받습니다. 그 뒤는 잘렸을 수 있습니다. "
+                   f"(Paragraphs are cut at {MAX_PARAGRAPH_CHARS:,} characters.)")
     if answer is not None and answer not in paragraph:
         st.warning("적은 답이 문단에 없습니다. 그래도 질문을 만들어 봅니다. (The answer is not in the paragraph.)")
     with st.spinner("질문을 만드는 중입니다… (generating)"):
