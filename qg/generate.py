@@ -40,6 +40,7 @@ from qg.models.tiny import TINY_MODEL
 from qg.prompt import EncodedPrompt, encode_prompt, end_of_turn_id
 from qg.quality import is_near_duplicate, rejection_reason
 
+CTRANSLATE2_MODEL_FILE = "model.bin"  # what marks a CTranslate2 folder: no transformers checkpoint has it
 NO_EOS = "no_eos"  # the generation reached max_new_tokens before EOS: a cut-off question, or a loop
 DUPLICATE = "duplicate"  # the same question as an accepted one, or a near-duplicate of it (qg.quality)
 
@@ -253,7 +254,8 @@ class QuestionGenerator:
     def from_pretrained(cls, model: str, base: str | None = None, device: str = "auto", merge: bool = False,
                         max_context_tokens: int = DEFAULTS.max_context_tokens,
                         revision: str | None = None) -> QuestionGenerator:
-        """Load a peft adapter (folder or Hub id, at `revision`) on its base, or a merged or plain model.
+        """Load a peft adapter (folder or Hub id, at `revision`) on its base, or a merged or plain model, or a
+        CTranslate2 folder (`qg-export --ctranslate2`), which the CPU engine runs (`qg.serving.ctranslate2`).
 
         The adapter's base is `base`, else the one its peft config names, at the revision it records; bases and
         plain models load through `qg.models.loading.load_base`, so EXAONE checkpoints are converted and
@@ -264,6 +266,10 @@ class QuestionGenerator:
         # bf16 where the GPU has it; fp16 on older ones (T4), fp32 on CPU.
         dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if target.type == "cuda" \
             else torch.float32
+        if (Path(model) / CTRANSLATE2_MODEL_FILE).is_file():
+            from qg.serving.ctranslate2 import CTranslate2Engine
+
+            return cls(CTranslate2Engine(model, device=target.type), max_context_tokens)
         adapter = adapter_config(model, revision)
         if adapter is None:
             if base is not None:

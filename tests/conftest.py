@@ -63,7 +63,7 @@ def paragraph_adapter(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
 
     from qg.data.korquad import SAMPLE_DIR
-    from qg.generate import QuestionGenerator
+    from qg.generate import QuestionGenerator, TransformersEngine
     from qg.models.loading import load_base
     from qg.models.tiny import TINY_MODEL
     from qg.prompt import encode_example
@@ -78,7 +78,7 @@ def paragraph_adapter(tmp_path_factory):
     fit_lora(model, [encode_example(tokenizer, c, q) for c, q in zip(contexts, questions)], steps=20)
     model.eval()
     # Guards every test that relies on it: each paragraph's greedy question is the one it was fitted to.
-    assert [r.questions for r in QuestionGenerator(model, tokenizer).generate(contexts, temperature=0)] == \
+    assert [r.questions for r in QuestionGenerator(TransformersEngine(model, tokenizer)).generate(contexts, temperature=0)] == \
         [[q] for q in questions]
     folder = tmp_path_factory.mktemp("paragraph-adapter")
     model.save_pretrained(folder)

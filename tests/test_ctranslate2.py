@@ -18,15 +18,15 @@ import pytest
 import torch
 from conftest import fit_lora
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
 
 from qg.cli import UserError
-from qg.generate import Decoding, QuestionGenerator, TransformersEngine
 from qg.data.korquad import SAMPLE_DIR
+from qg.generate import Decoding, QuestionGenerator, TransformersEngine
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL, tiny_model_dir
 from qg.prompt import encode_example, encode_prompt, end_of_turn_id
-from qg.serving.ctranslate2 import CTranslate2Engine, convert, main_ctranslate2
+from qg.serving import export as export_command
+from qg.serving.ctranslate2 import CTranslate2Engine, convert
 
 MAX_NEW_TOKENS = 24
 # The fitted tiny model's logits span about -12..16 (std 2.4); over 12 sample paragraphs int8 moved them by at most
@@ -131,6 +131,10 @@ def test_question_generator_on_ctranslate2_gives_the_transformers_engine_questio
     assert expected[0].questions  # the fitted paragraph: a real question, through the checks
     assert QuestionGenerator(CTranslate2Engine(float32_dir)).generate(
         paragraphs, temperature=0, max_new_tokens=MAX_NEW_TOKENS) == expected
+    # What qg-serve, qg-generate and evaluate_qg.py load for --model FOLDER: the folder's model.bin picks the engine.
+    loaded = QuestionGenerator.from_pretrained(str(float32_dir))
+    assert loaded.engine.describe()["engine"] == "ctranslate2"
+    assert loaded.generate(paragraphs, temperature=0, max_new_tokens=MAX_NEW_TOKENS) == expected
 
 
 @torch.inference_mode()
@@ -173,7 +177,7 @@ def test_nucleus_sampling_returns_the_requested_counts(merged, float32_dir, para
 
 
 def test_missing_or_foreign_folders_are_refused_in_one_line(tmp_path):
-    with pytest.raises(UserError, match=r"does not exist: give a folder written by qg-export-ctranslate2"):
+    with pytest.raises(UserError, match=r"does not exist: give a folder written by qg-export --ctranslate2"):
         CTranslate2Engine(tmp_path / "absent")
     with pytest.raises(UserError, match=r"has no model.bin: not a CTranslate2 model folder"):
         CTranslate2Engine(tiny_model_dir())  # a transformers folder
@@ -184,12 +188,17 @@ def test_missing_or_foreign_folders_are_refused_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_conversion_replaces_the_output_folder_whole(merged, tmp_path):
+def test_conversion_replaces_an_earlier_export_whole_and_nothing_else(merged, tmp_path):
     out = tmp_path / "ct2"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an earlier export")
+    convert(merged[0], out, quantization="float32")
+    float32_size = (out / "model.bin").stat().st_size
     convert(merged[0], out, quantization="int8")
-    assert not (out / "stale.txt").exists()
+    assert (out / "model.bin").stat().st_size < float32_size  # int8 weights replaced the float32 ones
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(UserError, match="notes.txt, which qg-export did not write"):
+        convert(merged[0], out, quantization="int8")
+    assert (out / "notes.txt").read_text() == "the user's"
+    (out / "notes.txt").unlink()
     assert {"model.bin", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name != "ct2"]  # no temporary folder left beside it
 
@@ -212,12 +221,12 @@ def adapter_dir(tmp_path_factory):
     return folder, model, tokenizer
 
 
-def export_cli(*argv) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `qg-export-ctranslate2 argv`."""
+def export_cli(source, destination, *argv) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `qg-export SOURCE --ctranslate2 DESTINATION argv`."""
     out, err = StringIO(), StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
-            main_ctranslate2([str(a) for a in argv])
+            export_command.main([str(a) for a in (source, "--ctranslate2", destination, *argv)])
             code = 0
         except SystemExit as exit_:
             code = exit_.code
@@ -240,8 +249,9 @@ def test_export_merges_an_adapter_into_its_base(adapter_dir, tmp_path, paragraph
 def test_export_refuses_in_one_line_before_loading_anything(adapter_dir, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
-    assert export_cli(adapter_dir[0], taken) == (2, "", f"error: {taken} exists: pass --overwrite to replace it\n")
+    assert export_cli(adapter_dir[0], taken) == (
+        2, "", f"error: {taken} exists: choose another folder or pass --overwrite\n")
     code, _, stderr = export_cli(tmp_path / "nothing", tmp_path / "out")
-    assert code == 2 and stderr == f"error: {tmp_path / 'nothing'} has no config.json: give a merged model folder " \
-                                   "(or an adapter to qg-export-ctranslate2)\n"
+    assert code == 2 and stderr == f"error: {tmp_path / 'nothing'} has no config.json: give a merged model folder, " \
+                                   "or an adapter to qg-export --ctranslate2\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

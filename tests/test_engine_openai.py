@@ -261,3 +261,23 @@ def test_prompts_are_built_with_the_adapters_tokenizer_else_its_bases_and_no_wei
         assert generator.base_name == base.name_or_path
     with pytest.raises(UserError, match="no tokenizer for the prompts in"):
         QuestionGenerator.from_engine_url("http://127.0.0.1:1", "qg", str(tmp_path))
+
+
+@pytest.mark.slow
+def test_qg_generate_through_the_engine_url_writes_what_the_local_model_writes(served, tmp_path):
+    """qg-generate (and qg-serve, through the same `qg.serving.options`) with --engine-url: the server generates,
+    the prompts, checks and output are the local command's."""
+    from qg.serving import batch
+
+    url, merged, adapter, learnt = served
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}, ensure_ascii=False) + "\n"
+                              for text in [learnt, *CONTEXTS]), encoding="utf-8")
+    outputs = {}
+    for name, engine in [("local", []), ("remote", ["--engine-url", url, "--engine-model", str(merged)])]:
+        outputs[name] = tmp_path / f"{name}.jsonl"
+        batch.main([str(corpus), "--model", str(adapter), *engine, "--output", str(outputs[name]),
+                    "--temperature", "0"])
+    local = outputs["local"].read_text(encoding="utf-8")
+    assert outputs["remote"].read_text(encoding="utf-8") == local
+    assert len(local.splitlines()) == 1 + len(CONTEXTS) and json.loads(local.splitlines()[0])["questions"]

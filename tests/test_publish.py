@@ -678,6 +678,11 @@ def test_exported_folders_are_staged_with_card_and_license_and_uploaded(tmp_path
         assert (card.data.base_model, card.data.library_name, card.data.license_name) == (BASE_REPO, library, "exaone")
         assert f"[{MODEL_REPO}](https://huggingface.co/{MODEL_REPO})" in card.text  # the adapter it comes from
         assert f'"{repo_id}"' in card.text and "[LICENSE](LICENSE)" in card.text
+    # The Space answers with the CTranslate2 export on CPU hardware: named in a variable, preloaded with the rest.
+    assert manifest["repos"]["space"]["space_variables"] == {"QG_MODEL": MODEL_REPO, "QG_CPU_MODEL": CT2_REPO}
+    space_card = SpaceCard.load(staging / "space" / "README.md").data
+    assert space_card.models == [MODEL_REPO, BASE_REPO, CT2_REPO]
+    assert space_card.preload_from_hub == [MODEL_REPO, BASE_REPO, CT2_REPO]
 
 
 def test_export_folder_that_lacks_a_file_is_refused_in_one_line(tmp_path, run_dir, eval_dir, dataset_dir,

@@ -10,6 +10,7 @@ the tiny model's CTranslate2 export instead.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import threading
 import time
@@ -322,7 +323,7 @@ def test_cpu_model_that_is_not_a_ctranslate2_folder_is_reported(use_tiny_model, 
     st.cache_resource.clear()
     [error] = run_app().error
     assert error.value == (f"모델을 불러오지 못했습니다 (could not load the model): {tmp_path} has no model.bin: not a "
-                           "CTranslate2 model folder (write one with qg-export-ctranslate2)")
+                           "CTranslate2 model folder (write one with qg-export --ctranslate2)")
 
 
 def pinned_versions(requirements: Path) -> dict[str, str]:
@@ -332,15 +333,19 @@ def pinned_versions(requirements: Path) -> dict[str, str]:
     return {name.split("[")[0]: version for name, version in pins.items()}
 
 
-def test_space_card_matches_the_pinned_requirements_and_the_app():
+def test_space_card_matches_the_pinned_requirements_the_dockerfile_and_the_app():
     card = SpaceCard.load(REPO / "space" / "README.md").data
     space_pins = pinned_versions(REPO / "space" / "requirements.txt")
-    assert card.sdk == "streamlit" and card.sdk_version == space_pins["streamlit"]
     project_pins = pinned_versions(REPO / "requirements.txt")
     assert space_pins == {name: project_pins[name] for name in space_pins}
-    assert (REPO / "space" / card.app_file).is_file()
+    # A Docker Space: the container serves app.py with Streamlit on the port the card declares.
+    assert card.sdk == "docker"
+    command = json.loads(next(line for line in (REPO / "space" / "Dockerfile").read_text().splitlines()
+                              if line.startswith("CMD "))[len("CMD "):])
+    assert command[:3] == ["streamlit", "run", "app.py"]
+    assert command[command.index("--server.port") + 1] == str(card.app_port)
     [adapter] = [node.value.value for node in ast.parse(APP.read_text()).body
                  if isinstance(node, ast.Assign) and node.targets[0].id == "PUBLISHED_ADAPTER"]
-    assert card.models[0] == adapter  # the publish step rewrites both
+    assert card.models[0] == adapter == card.preload_from_hub[0]  # publishing names the real repos in all three
     assert card.title and card.emoji and card.datasets and card.suggested_hardware
     assert 0 < len(card.short_description) <= 60  # the Hub's limit

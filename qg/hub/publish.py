@@ -97,6 +97,7 @@ SPACE_FILES = ("app.py", "requirements.txt", "README.md", "Dockerfile")
 SPACE_SDK = "docker"  # Streamlit runs in a Docker Space: the Hub deprecated its Streamlit SDK
 # The environment variable app.py reads its model from; publishing sets it as a Space variable.
 MODEL_VARIABLE = "QG_MODEL"
+CPU_MODEL_VARIABLE = "QG_CPU_MODEL"  # the CTranslate2 model app.py answers with on CPU hardware
 OFFLINE_HINT = "`--offline --staging-dir DIR` writes what would be uploaded without the Hub"
 
 
@@ -192,7 +193,7 @@ def stage(adapter: str | Path, eval_dir: str | Path, repos: Repos, staging_dir: 
                          run=run)
             manifest["repos"][kind] = folder_manifest(out / kind, repo, "model")
         variables = stage_space(out / "space", model_repo=repos.model, base_model=base_model,
-                                dataset_repo=dataset_repo)
+                                dataset_repo=dataset_repo, cpu_model_repo=repos.ctranslate2)
         manifest["repos"]["space"] = folder_manifest(out / "space", repos.space, "space", space_sdk=SPACE_SDK,
                                                      space_variables=variables)
         atomic_write_json(out / MANIFEST, manifest)
@@ -378,10 +379,12 @@ def stage_model(out: Path, run: TrainingRun, evaluation: Evaluation, *, model_re
                      dataset_repo=dataset_repo, space_repo=space_repo)
 
 
-def stage_space(out: Path, *, model_repo: str, base_model: str, dataset_repo: str) -> dict[str, str]:
+def stage_space(out: Path, *, model_repo: str, base_model: str, dataset_repo: str,
+                cpu_model_repo: str | None = None) -> dict[str, str]:
     """SPACE_FILES of space/ and the qg modules app.py imports, as they are, but for the card, whose models,
     preload_from_hub and datasets name the published repos (`base_model`: the adapter's base, which app.py loads
-    too); returns the Space's variables, which tell app.py the adapter to load.
+    too); returns the Space's variables, which tell app.py the adapter to load and, with `cpu_model_repo` (the
+    CTranslate2 export), the model it answers with on CPU hardware, which the card then preloads as well.
 
     An explicit list, not a copy of the folders: nothing else there (a .streamlit/secrets.toml, an .env, an
     editor's backup) can reach a public repository.
@@ -404,17 +407,20 @@ def stage_space(out: Path, *, model_repo: str, base_model: str, dataset_repo: st
     # Each entry is "REPO [FILES [REVISION]]".
     data["preload_from_hub"] = [" ".join([renamed.get(repo, repo), *rest])
                                 for repo, *rest in (entry.split() for entry in data.get("preload_from_hub") or [])]
+    if cpu_model_repo is not None:
+        data.models = [*data.models, cpu_model_repo]
+        data["preload_from_hub"] = [*data["preload_from_hub"], cpu_model_repo]
     text = card.text
     for old, new in renamed.items():
         text = text.replace(old, new)  # links in the prose, e.g. https://huggingface.co/ORG/...
     card.text = text
     card.save(out / "README.md")
-    published = {model_repo, base_model, dataset_repo}  # placeholders themselves in an offline demo staging
+    published = {model_repo, base_model, dataset_repo, cpu_model_repo}  # placeholders in an offline demo staging
     left = sorted(set(PLACEHOLDER.findall((out / "README.md").read_text(encoding="utf-8"))) - published)
     if left:
         raise UserError(f"space/README.md names {', '.join(left)}, which publishing cannot map to a real "
                         f"repository (it knows {', '.join(renamed)}); use one of those placeholders")
-    return {MODEL_VARIABLE: model_repo}
+    return {MODEL_VARIABLE: model_repo} | ({CPU_MODEL_VARIABLE: cpu_model_repo} if cpu_model_repo else {})
 
 
 def imported_modules(script: Path, package: Path) -> list[Path]:

@@ -43,6 +43,7 @@ from qg.cli import command, one_line, scrub
 from qg.generate import GeneratedQuestions, QuestionGenerator
 from qg.serving.batch import GENERATE_DEFAULTS, LOAD_DEFAULTS
 from qg.serving.model_info import describe_model
+from qg.serving.options import add_generator_arguments, load_generator
 
 # A RAG backend asks about the few passages it retrieved (top-k is rarely above 10); a bigger request would hold
 # one generation, and everyone queued behind it, for a long time.
@@ -313,8 +314,7 @@ def create_app(generator: QuestionGenerator, model_info: dict, api_key: str | No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qg-serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="LoRA adapter (folder or Hub id), merged model or base")
-    parser.add_argument("--base", help="the adapter's base model (default: the one in adapter_config.json)")
+    add_generator_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default local)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free one, logged at start)")
     parser.add_argument("--max-batch", type=int, default=32,
@@ -338,8 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--batch-wait-ms must be 0 or more")
     import uvicorn
 
-    generator = QuestionGenerator.from_pretrained(args.model, base=args.base,
-                                                  max_context_tokens=args.max_context_tokens)
+    generator = load_generator(args, args.max_context_tokens)
     app = create_app(generator, describe_model(args.model, generator.base_name),
                      api_key=os.environ.get("QG_API_KEY") or None, max_batch=args.max_batch,
                      wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue,

@@ -43,6 +43,7 @@ from qg.cli import UserError, command, one_line
 from qg.generate import QuestionGenerator
 from qg.io import atomic_file
 from qg.serving.model_info import PROMPT_VERSION, revision
+from qg.serving.options import add_generator_arguments, load_generator
 
 EMPTY_TEXT = "empty text"
 PARTIAL_SUFFIX = ".partial"
@@ -290,8 +291,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--id-column", help="the column with each row's id (default: the row number, from 0)")
     parser.add_argument("--output", type=Path, required=True, help="where the questions go (written at the end)")
     parser.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="output format")
-    parser.add_argument("--model", required=True, help="LoRA adapter (folder or Hub id), merged model or base")
-    parser.add_argument("--base", help="the adapter's base model (default: the one in adapter_config.json)")
+    add_generator_arguments(parser)
     g = GENERATE_DEFAULTS
     parser.add_argument("--num-questions", type=_positive_int, default=g["num_questions"],
                         help=f"questions per paragraph (default {g['num_questions']})")
@@ -356,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     state.wait_for_everyone()  # every process has read the side file before the main process rewrites it
     if state.is_main_process:
         write_partial(partial, header, done)
-    generator = QuestionGenerator.from_pretrained(args.model, base=args.base, device=str(state.device),
-                                                  max_context_tokens=args.max_context_tokens)
+    generator = load_generator(args, args.max_context_tokens, device=str(state.device))
     paragraphs = sum(map(len, chunks))
     try:
         with (partial.open("a", encoding="utf-8") if state.is_main_process else contextlib.nullcontext()) as sink, \

@@ -1,7 +1,7 @@
 """The CPU engine: a merged Llama-format model converted to CTranslate2 (int8 weights), sampled with `generate_batch`.
 
-    qg-export-ctranslate2 outputs/exaone-lora exports/exaone-ct2             # adapter (merged here) -> int8 folder
-    qg-export-ctranslate2 merged/exaone exports/exaone-ct2-f32 --quantization float32
+    qg-export outputs/exaone-lora --ctranslate2 exports/exaone-ct2             # adapter (merged here) -> int8
+    qg-export merged/exaone --ctranslate2 exports/exaone-ct2-f32 --quantization float32
 
     from qg.serving.ctranslate2 import CTranslate2Engine
     engine = CTranslate2Engine("exports/exaone-ct2")                         # the folder's own tokenizer
@@ -17,7 +17,6 @@ questions still pass the same checks, de-duplication and resampling: `QuestionGe
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qg.cli import UserError, command, one_line
+from qg.cli import UserError, one_line
 from qg.generate import Decoding, text_before_end_of_turn
 from qg.io import atomic_dir, is_hub_id
 from qg.models.exaone import TOKENIZER_FILES
@@ -35,7 +34,7 @@ from qg.prompt import EncodedPrompt, end_of_turn_id
 # bf16 model's rest in bf16, which CPUs without bf16 units convert at every load, with a warning). float32: the
 # transformers model's logits.
 QUANTIZATIONS = {"int8": "int8_float32", "float32": "float32"}
-MODEL_FILE = "model.bin"  # what every CTranslate2 model folder holds
+MODEL_FILE = CTRANSLATE2_MODEL_FILE
 
 
 def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str = "int8") -> Path:
@@ -48,7 +47,8 @@ def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str
 
     src = Path(merged_model_dir)
     if not (src / "config.json").is_file():
-        raise UserError(f"{src} has no config.json: give a merged model folder (or an adapter to qg-export-ctranslate2)")
+        raise UserError(f"{src} has no config.json: give a merged model folder, or an adapter to "
+                        "qg-export --ctranslate2")
     if quantization not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
     rope = AutoConfig.from_pretrained(src).rope_parameters or {}
@@ -69,34 +69,34 @@ def convert(merged_model_dir: str | Path, out_dir: str | Path, quantization: str
 
     tokenizer_files = [name for name in TOKENIZER_FILES if (src / name).is_file()]
     converter = Converter(str(src), copy_files=tokenizer_files)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owner="qg-export") as tmp:  # qg.serving.export.OWNER: --overwrite replaces it
         converter.convert(str(tmp), quantization=QUANTIZATIONS[quantization], force=True)
     return Path(out_dir)
 
 
-def export(src: str, out_dir: str | Path, quantization: str = "int8") -> Path:
+def export(src: str, out_dir: str | Path, quantization: str = "int8", revision: str | None = None) -> Path:
     """Convert a peft adapter (folder or Hub id; merged into its base first by `qg.serving.export.export_merged`) or
     a model (folder, EXAONE checkpoint, or 'tiny-random-exaone') to a CTranslate2 folder."""
     from qg.generate import adapter_config
     from qg.models.loading import resolve_base
     from qg.serving.export import export_merged
 
-    if adapter_config(src) is None:
+    if adapter_config(src, revision) is None:
         return convert(resolve_base(src), out_dir, quantization)
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     # The merged model is written once for the converter to read, next to the output (the same disk, and big).
     with tempfile.TemporaryDirectory(prefix=f".{Path(out_dir).name}.merged-", dir=Path(out_dir).parent) as tmp:
-        return convert(export_merged(src, Path(tmp) / "merged"), out_dir, quantization)
+        return convert(export_merged(src, Path(tmp) / "merged", revision), out_dir, quantization)
 
 
 def check_model_folder(model_dir: str | Path) -> Path:
     """`model_dir` as a Path, after checking it holds a CTranslate2 model; refuses anything else in one line."""
     folder = Path(model_dir)
     if not folder.is_dir():
-        raise UserError(f"{folder} does not exist: give a folder written by qg-export-ctranslate2")
+        raise UserError(f"{folder} does not exist: give a folder written by qg-export --ctranslate2")
     if not (folder / MODEL_FILE).is_file():
         raise UserError(f"{folder} has no {MODEL_FILE}: not a CTranslate2 model folder (write one with "
-                        "qg-export-ctranslate2)")
+                        "qg-export --ctranslate2)")
     return folder
 
 
@@ -176,20 +176,3 @@ class CTranslate2Prompts:
     def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
         tokenizer = self.engine.tokenizer
         return [[text_before_end_of_turn(tokenizer, ids) for ids in rows] for rows in self.sample_ids(counts, decoding)]
-
-
-@command
-def main_ctranslate2(argv: list[str] | None = None) -> None:
-    """qg-export-ctranslate2: a LoRA adapter or a model -> a CTranslate2 folder for the CPU engine."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="A peft adapter (folder or Hub id; merged into its base), or a model folder, or "
-                                    "'tiny-random-exaone'.")
-    parser.add_argument("out", help="Output folder for the CTranslate2 model (model.bin, config, tokenizer).")
-    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="int8",
-                        help="int8 (default): for serving on CPU; float32: the transformers model's logits.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace OUT if it exists.")
-    args = parser.parse_args(argv)
-    if Path(args.out).exists() and not args.overwrite:
-        raise UserError(f"{args.out} exists: pass --overwrite to replace it")
-    out = export(args.src, args.out, args.quantization)
-    print(f"exported {args.src} -> {out} (CTranslate2, {args.quantization})")

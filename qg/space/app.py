@@ -7,7 +7,7 @@
 
 The Space repository holds this file next to a copy of the `qg/` package; all logic lives in
 `qg.generate.QuestionGenerator`, this file only draws the page. Without a GPU, a CTranslate2 int8 export of the same
-adapter (`qg-export-ctranslate2`, named by QG_CPU_MODEL) answers in seconds where transformers in fp32 takes minutes
+adapter (`qg-export --ctranslate2`, named by QG_CPU_MODEL) answers in seconds where transformers in fp32 takes minutes
 (bench/bench_space_cpu.py); the prompt, checks, de-duplication and resampling are the same QuestionGenerator code.
 The model loads in a background thread: the page draws at once, and a request before it is ready is told to wait.
 """
@@ -25,7 +25,7 @@ import torch
 from qg.cli import UserError
 from qg.generate import DUPLICATE, NO_EOS, QuestionGenerator
 
-# The publish step rewrites this placeholder to the adapter's real repo id (as in README.md's `models`).
+# The published Space sets QG_MODEL (a Space variable) to its adapter; this default is README.md's first model.
 PUBLISHED_ADAPTER = "ORG/exaone-3.5-2.4b-korquad-qg-lora"
 MODEL_ID = os.environ.get("QG_MODEL", PUBLISHED_ADAPTER)
 # On CPU hardware: a CTranslate2 export of the adapter, a folder or a Hub repo id (unset: transformers on CPU too).
