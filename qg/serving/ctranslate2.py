@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from qg.cli import UserError, one_line
-from qg.generate import Decoding, text_before_end_of_turn
+from qg.generate import CTRANSLATE2_MODEL_FILE, Decoding, text_before_end_of_turn
 from qg.io import atomic_dir, is_hub_id
 from qg.models.exaone import TOKENIZER_FILES
 from qg.prompt import EncodedPrompt, end_of_turn_id
