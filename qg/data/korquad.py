@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 from tqdm import tqdm
 
 from qg.cli import UserError, one_line
@@ -120,6 +119,8 @@ def squad_rows_to_json(rows: Iterable[dict]) -> dict:
 
 def load_korquad_from_hub(repo_id: str = KORQUAD_HUB_ID) -> tuple[KorQuADSource, KorQuADSource]:
     """The official train and dev sets from the Hub; an unreachable Hub is one `UserError` line."""
+    import datasets  # here, not at the top: the models and training modules import this one without needing it
+
     try:
         hub = datasets.load_dataset(repo_id)
     except OSError as err:  # no connection, no such repo, HTTP errors
