@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,11 @@ from qg.cli import UserError
 def _check_type(name: str, value: object, annotation: object) -> None:
     """Reject a YAML value of the wrong type (argparse only converts strings it reads itself)."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation):
+        if value is not None:
+            (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+            _check_type(name, value, inner)
+        return
     if origin is Literal:
         ok = value in typing.get_args(annotation)
         expected = " | ".join(map(repr, typing.get_args(annotation)))

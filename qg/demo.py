@@ -13,18 +13,29 @@ import argparse
 import shutil
 from pathlib import Path
 
-from qg.cli import command
+from qg.cli import UserError, command
+from qg.io import marker_name
 
 
 @command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/demo"),
-                        help="Folder for every artefact of the demo (default outputs/demo; replaced).")
+                        help="Folder for every artefact of the demo (default outputs/demo; replaced when an "
+                             "earlier demo wrote it, refused otherwise).")
     args = parser.parse_args(argv)
     out: Path = args.output_dir
+    # An interrupted demo leaves anything in its folder, so the marker goes in first and alone decides.
+    marker = out / marker_name("qg-demo")
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise UserError(f"{out} exists and was not written by qg-demo; choose another --output-dir or remove it "
+                        "yourself")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; choose another --output-dir")
     if out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    marker.write_text('{"written_by": "qg-demo"}\n', encoding="utf-8")
     artefacts = {}
 
     print("[1/6] dataset from the bundled sample", flush=True)

@@ -1,4 +1,4 @@
-"""`QuestionGenerator`: N distinct questions per paragraph, batched, each paragraph prefilled once.
+"""`QuestionGenerator`: N distinct questions per paragraph, over any `Engine` that samples continuations of prompts.
 
     from qg.generate import QuestionGenerator
 
@@ -6,39 +6,78 @@
     [result] = generator.generate(["훈민정음은 1443년 세종이 창제한 문자이다. ..."], num_questions=5)
     result.questions, result.rejected, result.truncated
 
-`model.generate(num_return_sequences=N)` copies every prompt N times before its first forward pass, so a 500-token
-paragraph is prefilled N times to sample N questions of ~20 tokens. Here a left-padded batch of prompts goes through
-the model once, all but its last token, into a `DynamicCache` (`PrefilledPrompts`). Each sampling round copies that
-cache's rows once per wanted question and passes the copy to `model.generate` with the full prompt ids: transformers
-5.23 (`GenerationMixin._prefill`) then feeds the model only the prompt tokens the cache lacks, the last one, before
-decoding as usual. So greedy decoding gives the tokens of plain `model.generate` (tests/test_generate.py), and
-bench/bench_generate.py measures the speed-up.
+The generator builds every prompt with `qg.prompt.encode_prompt`, asks its engine for candidates, and keeps what
+`qg.quality` accepts: candidates that end without the end-of-turn token, fail `qg.quality.rejection_reason` or
+near-duplicate an accepted question are rejected and counted by reason; paragraphs still short of N questions are
+sampled again from the same prepared prompts, for at most `max_rounds` rounds. Engines: `TransformersEngine` (a
+local model, below) and `qg.serving.openai.OpenAIEngine` (any OpenAI-compatible server).
 
-Sampled questions that end without EOS, fail `qg.quality.rejection_reason` or near-duplicate an accepted question are
-rejected and counted by reason; paragraphs still short of N questions are sampled again from the same cache, for at
-most `max_rounds` rounds.
+`model.generate(num_return_sequences=N)` copies every prompt N times before its first forward pass, so a 500-token
+paragraph is prefilled N times to sample N questions of ~20 tokens. `TransformersEngine` runs a left-padded batch of
+prompts through the model once, all but its last token, into a `DynamicCache` (`PrefilledPrompts`). Each sampling
+round copies that cache's rows once per wanted question and passes the copy to `model.generate` with the full prompt
+ids: transformers 5.23 (`GenerationMixin._prefill`) then feeds the model only the prompt tokens the cache lacks, the
+last one, before decoding as usual. So greedy decoding gives the tokens of plain `model.generate`
+(tests/test_generate.py), and bench/bench_generate.py measures the speed-up.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from qg.cli import UserError
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL
-from qg.prompt import encode_prompt, end_of_turn_id
+from qg.prompt import EncodedPrompt, encode_prompt, end_of_turn_id
 from qg.quality import is_near_duplicate, rejection_reason
 
 NO_EOS = "no_eos"  # the generation reached max_new_tokens before EOS: a cut-off question, or a loop
 DUPLICATE = "duplicate"  # the same question as an accepted one, or a near-duplicate of it (qg.quality)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How questions are generated; `DEFAULTS` is every caller's default (evaluation, cards, the Space, serving)."""
+
+    num_questions: int = 5
+    temperature: float = 0.8  # 0: greedy, which is deterministic, so one question per paragraph
+    top_p: float = 0.95
+    max_new_tokens: int = 64
+    max_rounds: int = 3
+    max_context_tokens: int = 1024  # the paragraph's token budget: longer ones are cut at a sentence end
+    seed: int | None = 0  # None: unseeded
+
+
+DEFAULTS = Decoding()
+
+
+class PreparedPrompts(Protocol):
+    def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
+        """counts[i] candidate questions for prompt i: each the decoded text before the end-of-turn token, or None
+        when generation stopped at max_new_tokens without it. `decoding.seed` (when set) makes the draws
+        reproducible; `QuestionGenerator` gives every round its own (`round_seed`)."""
+
+
+class Engine(Protocol):
+    tokenizer: Any  # the HF tokenizer prompts are built with (qg.prompt.encode_prompt)
+
+    def prepare(self, prompts: Sequence[EncodedPrompt]) -> PreparedPrompts: ...
+
+    def describe(self) -> dict:
+        """{"engine": "transformers", "model": ..., "base": ..., "revision": ...}"""
+
+
+class EngineError(RuntimeError):
+    """The engine could not answer (server down, timeout, 5xx): callers map it to 503 or one error line."""
 
 
 @dataclass
@@ -46,6 +85,20 @@ class GeneratedQuestions:
     questions: list[str]  # distinct, accepted, in generation order, at most num_questions
     rejected: Counter  # reason code -> count: qg.quality's codes, NO_EOS, DUPLICATE
     truncated: bool  # the paragraph was cut to the token budget
+
+
+def text_before_end_of_turn(tokenizer, token_ids: Sequence[int]) -> str | None:
+    """A generated question: the text before the first end-of-turn token, or None when there is none."""
+    end = end_of_turn_id(tokenizer)
+    token_ids = list(token_ids)
+    return tokenizer.decode(token_ids[:token_ids.index(end)]) if end in token_ids else None
+
+
+def round_seed(seed: int | None, round_index: int) -> int | None:
+    """The seed of a sampling round: the first is `seed` itself; later rounds draw anew, and replay with `seed`."""
+    if seed is None or round_index == 0:
+        return seed
+    return random.Random(f"{seed}:{round_index}").getrandbits(31)
 
 
 def select_questions(candidates: Iterable[str | None], context: str, num_questions: int,
@@ -119,110 +172,153 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _adapter_config(name_or_path: str) -> dict | None:
-    """The peft adapter config of a local folder or Hub repo, or None when it is not an adapter."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        file = path / "adapter_config.json"
-        return json.loads(file.read_text()) if file.is_file() else None
-    if name_or_path == TINY_MODEL:
-        return None
-    from huggingface_hub import hf_hub_download
+class TransformersEngine:
+    """A local transformers model (a `PeftModel` too): each prepared batch is prefilled once (`PrefilledPrompts`)."""
 
+    def __init__(self, model, tokenizer, name: str | None = None, base: str | None = None,
+                 revision: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or model.name_or_path
+        self.base = base or self.name  # the base model's name (the model's own, when it is not an adapter)
+        self.revision = revision
+        # Llama-family tokenizers may lack a pad token; padded positions are masked out, so any id does.
+        self.pad_token_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+
+    def prepare(self, prompts: Sequence[EncodedPrompt]) -> TransformersPrompts:
+        with torch.inference_mode():
+            return TransformersPrompts(self, PrefilledPrompts(self.model, [p.input_ids for p in prompts],
+                                                              self.pad_token_id))
+
+    def describe(self) -> dict:
+        return {"engine": "transformers", "model": self.name, "base": self.base, "revision": self.revision}
+
+
+class TransformersPrompts:
+    def __init__(self, engine: TransformersEngine, prefilled: PrefilledPrompts):
+        self.engine = engine
+        self.prefilled = prefilled
+
+    def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
+        tokenizer = self.engine.tokenizer
+        # top_k=0: sampling is shaped by temperature and top-p only, whatever a checkpoint's generation_config says.
+        kwargs = dict(do_sample=False) if decoding.temperature == 0 else dict(
+            do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
+        with torch.inference_mode(), seeded(decoding.seed, self.engine.model.device):
+            sequences = self.prefilled.generate(counts, max_new_tokens=decoding.max_new_tokens,
+                                                eos_token_id=end_of_turn_id(tokenizer),
+                                                pad_token_id=self.engine.pad_token_id, **kwargs)
+        rows = iter(sequences[:, self.prefilled.width:].tolist())
+        return [[text_before_end_of_turn(tokenizer, next(rows)) for _ in range(count)] for count in counts]
+
+
+def adapter_config(name_or_path: str, revision: str | None = None):
+    """The peft config of an adapter folder or Hub repo, or None when it is not an adapter."""
+    from peft import PeftConfig
+    from peft.utils import CONFIG_NAME
+
+    path = Path(name_or_path)
+    # A folder without the file is a model folder: no Hub look-up under its name.
+    if name_or_path == TINY_MODEL or (path.is_dir() and not (path / CONFIG_NAME).is_file()):
+        return None
     try:
-        return json.loads(Path(hf_hub_download(name_or_path, "adapter_config.json")).read_text())
-    except Exception:  # noqa: BLE001 - not an adapter repo, or out of reach: loading it as a model reports the problem
+        return PeftConfig.from_pretrained(name_or_path, revision=revision)
+    except ValueError:  # not an adapter repo, or out of reach: loading it as a model reports the problem
         return None
 
 
 class QuestionGenerator:
-    """Generates distinct, quality-checked questions about paragraphs with a (LoRA-adapted) causal LM."""
+    """Generates distinct, quality-checked questions about paragraphs with an `Engine`."""
 
-    def __init__(self, model, tokenizer, max_context_tokens: int = 1024, base_name: str | None = None):
-        self.model = model.eval()
-        self.base_name = base_name  # the base model's name (or the model's own, when it is not an adapter)
-        self.tokenizer = tokenizer
+    def __init__(self, engine: Engine, max_context_tokens: int = DEFAULTS.max_context_tokens):
+        self.engine = engine
         self.max_context_tokens = max_context_tokens
-        # Llama-family tokenizers may lack a pad token; padded positions are masked out, so any id does.
-        self.pad_token_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def model(self):
+        """The local model (`TransformersEngine` only)."""
+        return self.engine.model
+
+    @property
+    def base_name(self) -> str:
+        """The base model's name (or the model's own, when it is not an adapter)."""
+        return self.engine.describe()["base"]
 
     @classmethod
     def from_pretrained(cls, model: str, base: str | None = None, device: str = "auto", merge: bool = False,
-                        max_context_tokens: int = 1024) -> QuestionGenerator:
-        """Load a peft adapter (folder or Hub id) on its base, or a merged or plain model (folder or Hub id).
+                        max_context_tokens: int = DEFAULTS.max_context_tokens,
+                        revision: str | None = None) -> QuestionGenerator:
+        """Load a peft adapter (folder or Hub id, at `revision`) on its base, or a merged or plain model.
 
-        The adapter's base is `base`, else its adapter_config.json's `base_model_name_or_path`; bases and plain
-        models load through `qg.modeling.load_base`, so EXAONE checkpoints are converted and 'tiny-random-exaone'
-        works. `merge` folds the LoRA weights into the base for faster inference. Device "auto": CUDA in bf16 when
-        available, else CPU in fp32.
+        The adapter's base is `base`, else the one its peft config names, at the revision it records; bases and
+        plain models load through `qg.models.loading.load_base`, so EXAONE checkpoints are converted and
+        'tiny-random-exaone' works. `merge` folds the LoRA weights into the base for faster inference. Device
+        "auto": CUDA in bf16 when available, else CPU in fp32.
         """
         target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         # bf16 where the GPU has it; fp16 on older ones (T4), fp32 on CPU.
         dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if target.type == "cuda" \
             else torch.float32
-        adapter = _adapter_config(model)
+        adapter = adapter_config(model, revision)
         if adapter is None:
             if base is not None:
                 raise UserError(f"{model} is not a peft adapter (no adapter_config.json), so base {base} has no use")
-            loaded, tokenizer = load_base(model, dtype=dtype)
-            return cls(loaded.to(target), tokenizer, max_context_tokens, base_name=model)
+            loaded, tokenizer = load_base(model, revision=revision, dtype=dtype)
+            return cls(TransformersEngine(loaded.to(target), tokenizer, model, revision=revision), max_context_tokens)
         from peft import PeftModel
 
-        base = base or adapter["base_model_name_or_path"]
-        loaded, tokenizer = load_base(base, dtype=dtype)
-        loaded = PeftModel.from_pretrained(loaded.to(target), model)
+        base_revision = adapter.revision if base is None else None
+        base = base or adapter.base_model_name_or_path
+        loaded, tokenizer = load_base(base, revision=base_revision, dtype=dtype)
+        loaded = PeftModel.from_pretrained(loaded.to(target), model, revision=revision)
         if merge:
             loaded = loaded.merge_and_unload()
-        return cls(loaded, tokenizer, max_context_tokens, base_name=base)
+        return cls(TransformersEngine(loaded, tokenizer, model, base, revision), max_context_tokens)
 
-    def generate(self, contexts: list[str], num_questions: int = 5, answers: list[str] | None = None,
-                 temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 64, seed: int | None = 0,
-                 max_rounds: int = 3, batch_size: int = 8) -> list[GeneratedQuestions]:
+    def generate(self, contexts: list[str], num_questions: int = DEFAULTS.num_questions,
+                 answers: list[str] | None = None, temperature: float = DEFAULTS.temperature,
+                 top_p: float = DEFAULTS.top_p, max_new_tokens: int = DEFAULTS.max_new_tokens,
+                 seed: int | None = DEFAULTS.seed, max_rounds: int = DEFAULTS.max_rounds,
+                 batch_size: int = 8) -> list[GeneratedQuestions]:
         """Up to `num_questions` distinct accepted questions per paragraph, in the order of `contexts`.
 
         `answers` (one per context) asks for questions whose answer is given. `temperature` 0 decodes greedily:
-        that is deterministic, so it yields one question per paragraph. Sampling draws from
-        `torch.manual_seed(seed)` (the caller's random state is left as it was): the same contexts, settings and
-        `batch_size` give the same questions (on GPU up to kernel nondeterminism). `batch_size` paragraphs share
-        one prefill; each of the `max_rounds` rounds samples as many questions as a paragraph still lacks.
+        that is deterministic, so it yields one question per paragraph. Sampling is seeded by `seed` (for a local
+        model through `torch.manual_seed`, the caller's random state left as it was): the same contexts, settings
+        and `batch_size` give the same questions (on GPU up to kernel nondeterminism). `batch_size` paragraphs are
+        prepared together (one prefill); each of the `max_rounds` rounds samples as many questions as a paragraph
+        still lacks.
         """
         if answers is not None and len(answers) != len(contexts):
             raise ValueError(f"{len(answers)} answers for {len(contexts)} contexts: give one answer per context")
         if num_questions < 1 or max_rounds < 1 or batch_size < 1:
             raise ValueError("num_questions, max_rounds and batch_size must be at least 1")
         greedy = temperature == 0
-        # top_k=0: sampling is shaped by temperature and top-p only, whatever a checkpoint's generation_config says.
-        decoding = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p,
-                                                             top_k=0)
-        decoding.update(max_new_tokens=max_new_tokens, eos_token_id=end_of_turn_id(self.tokenizer),
-                        pad_token_id=self.pad_token_id)
+        decoding = Decoding(1 if greedy else num_questions, temperature, top_p, max_new_tokens,
+                            1 if greedy else max_rounds, self.max_context_tokens, seed)
         answers = [None] * len(contexts) if answers is None else answers
         results = []
-        with torch.inference_mode(), seeded(seed, self.model.device):
-            for start in range(0, len(contexts), batch_size):
-                batch = slice(start, start + batch_size)
-                results += self._generate_batch(contexts[batch], answers[batch], 1 if greedy else num_questions,
-                                                1 if greedy else max_rounds, decoding)
+        for start in range(0, len(contexts), batch_size):
+            batch = slice(start, start + batch_size)
+            results += self._generate_batch(contexts[batch], answers[batch], decoding)
         return results
 
-    def _generate_batch(self, contexts: list[str], answers: list[str | None], num_questions: int, max_rounds: int,
-                        decoding: dict) -> list[GeneratedQuestions]:
-        prompts = [encode_prompt(self.tokenizer, c, a, self.max_context_tokens) for c, a in zip(contexts, answers)]
-        prefilled = PrefilledPrompts(self.model, [p.input_ids for p in prompts], self.pad_token_id)
+    def _generate_batch(self, contexts: list[str], answers: list[str | None],
+                        decoding: Decoding) -> list[GeneratedQuestions]:
+        prompts = [encode_prompt(self.tokenizer, c, a, decoding.max_context_tokens) for c, a in zip(contexts, answers)]
+        prepared = self.engine.prepare(prompts)
         results = [GeneratedQuestions([], Counter(), p.truncated) for p in prompts]
-        for _ in range(max_rounds):
-            wanted = [num_questions - len(r.questions) for r in results]
+        for round_index in range(decoding.max_rounds):
+            wanted = [decoding.num_questions - len(r.questions) for r in results]
             if not any(wanted):
                 break
-            rows = iter(prefilled.generate(wanted, **decoding)[:, prefilled.width:].tolist())
-            for index, result in enumerate(results):
-                candidates = [self._decode(next(rows)) for _ in range(wanted[index])]
-                result.questions, rejected = select_questions(candidates, contexts[index], num_questions,
+            sampled = prepared.sample(wanted, replace(decoding, seed=round_seed(decoding.seed, round_index)))
+            for context, result, candidates in zip(contexts, results, sampled):
+                result.questions, rejected = select_questions(candidates, context, decoding.num_questions,
                                                               result.questions)
                 result.rejected.update(rejected)
         return results
-
-    def _decode(self, token_ids: list[int]) -> str | None:
-        """The text before the first EOS, or None when there is no EOS."""
-        eos = end_of_turn_id(self.tokenizer)
-        return self.tokenizer.decode(token_ids[:token_ids.index(eos)]) if eos in token_ids else None

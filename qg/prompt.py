@@ -30,6 +30,7 @@ _WORD_JOINER = "\u2060"
 class EncodedPrompt:
     input_ids: list[int]
     truncated: bool  # the paragraph was cut to the token budget
+    messages: list[dict]  # what `input_ids` encode, for engines that apply the chat template themselves
 
 
 @dataclass
@@ -83,9 +84,10 @@ def encode_prompt(tokenizer, context: str, answer: str | None = None,
     """Token ids of the generation prompt: system, user turn, up to and including `[|assistant|]`."""
     context, truncated = truncate_context(neutralize(context, tokenizer), tokenizer, max_context_tokens)
     answer = None if answer is None else neutralize(answer, tokenizer)
-    ids = tokenizer.apply_chat_template(build_messages(context, answer), add_generation_prompt=True,
-                                        tokenize=True, return_dict=True)["input_ids"]
-    return EncodedPrompt(list(ids), truncated)
+    messages = build_messages(context, answer)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"]
+    return EncodedPrompt(list(ids), truncated, messages)
 
 
 @functools.cache

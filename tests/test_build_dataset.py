@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -11,10 +13,13 @@ import unicodedata
 from pathlib import Path
 
 import datasets
+import httpx2
 import pytest
 from huggingface_hub import DatasetCard, metadata_load
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 import qg.data.build
+import qg.data.korquad
 from qg.cli import run
 from qg.data.card import size_category
 
@@ -293,26 +298,96 @@ def test_failed_or_interrupted_build_leaves_the_previous_one(tmp_path: Path, kor
     assert leftovers(tmp_path) == []
 
 
-def test_an_unrelated_existing_folder_is_never_replaced(tmp_path: Path, korquad_files, capsys) -> None:
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_folder_shaped_like_a_build_but_not_built_is_never_replaced(tmp_path: Path, korquad_files, capsys) -> None:
     train_json, dev_json = korquad_files
-    out = tmp_path / "notes"
-    out.mkdir()
-    (out / "todo.txt").write_text("keep me", encoding="utf-8")
+    out = tmp_path / "X"
+    (out / "data").mkdir(parents=True)
+    (out / "README.md").write_text("n\n")
+    (out / "data" / "results.csv").write_text("p\n")
+    code, stdout, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)
+    assert code == 2 and stdout == ""
+    assert err == (f"error: {out} exists and was not written by qg-build-dataset; choose another output folder or "
+                   "remove it yourself\n")
+    assert files_of(out) == {"README.md": b"n\n", "data/results.csv": b"p\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X", "dev.json", "train.json"]
+
+
+def test_a_build_is_replaced_by_the_next_until_a_user_adds_a_file(tmp_path: Path, korquad_files, capsys) -> None:
+    train_json, dev_json = korquad_files
+    out = tmp_path / "built"
+    assert cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)[0] == 0
+    assert cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out,
+               "--max-train-samples", 5)[0] == 0
+    assert "--max-train-samples 5" in (out / "README.md").read_text(encoding="utf-8")
+    assert qg.data.build.load_qg_dataset(str(out))["train"].num_rows <= 5
+    capsys.readouterr()  # the progress bars of reading it back
+
+    (out / "data" / "notes.txt").write_text("mine")
     code, _, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)
-    assert code == 2 and err.startswith(f"error: {out} exists and is not a dataset built by this script")
-    assert [p.name for p in out.iterdir()] == ["todo.txt"]
+    assert code == 2
+    assert err == (f"error: {out} holds data/notes.txt, which qg-build-dataset did not write; move it away or "
+                   "choose another output folder\n")
+    assert (out / "data" / "notes.txt").read_text() == "mine"
+    assert qg.data.build.load_qg_dataset(str(out))["train"].num_rows <= 5
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--train-json", "t.json"], "--train-json and --dev-json go together"),
     (["--validation-fraction", "1"], "argument --validation-fraction: 1 is not between 0 and 1"),
+    (["--validation-fraction", "half"], "argument --validation-fraction: half is not between 0 and 1"),
     (["--max-train-samples", "0"], "argument --max-train-samples: 0 is not a positive number"),
+    (["--max-train-samples", "-1"], "argument --max-train-samples: -1 is not a positive number"),
+    (["--max-train-samples", "ten"], "argument --max-train-samples: ten is not a positive number"),
     (["--private"], "--private only applies with --push-to-hub"),
 ])
 def test_bad_flags_exit_2_with_no_output(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     code, _, err = cli(capsys, "--output-dir", tmp_path / "built", *argv)
     assert code == 2 and message in err
     assert not (tmp_path / "built").exists()
+
+
+def a_file(tmp_path: Path) -> Path:
+    (tmp_path / "built").write_text("my file")
+    return tmp_path / "built"
+
+
+def inside_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes").write_text("my file")
+    return tmp_path / "notes" / "built"
+
+
+@pytest.mark.parametrize("output_dir, message", [
+    (a_file, "{out} exists and is not a folder; choose another output folder"),
+    (inside_a_file, "cannot create {out}: {tmp}/notes is not a folder"),
+], ids=["output is a file", "output inside a file"])
+def test_bad_output_dir_is_one_line_exit_2_and_nothing_written(tmp_path: Path, korquad_files, capsys, output_dir,
+                                                               message: str) -> None:
+    train_json, dev_json = korquad_files
+    out = output_dir(tmp_path)
+    before = files_of(tmp_path)
+    code, stdout, err = cli(capsys, "--train-json", train_json, "--dev-json", dev_json, "--output-dir", out)
+    assert code == 2 and stdout == ""
+    assert err == f"error: {message.format(out=out, tmp=tmp_path)}\n"
+    assert files_of(tmp_path) == before and leftovers(tmp_path) == []
+
+
+def test_read_only_parent_is_one_line_exit_2(tmp_path: Path, korquad_files) -> None:
+    from test_convert_cli import run_read_only
+
+    train_json, dev_json = korquad_files
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    out = parent / "built"
+    result = run_read_only(parent, [sys.executable, str(SCRIPT), "--train-json", str(train_json), "--dev-json",
+                                    str(dev_json), "--output-dir", str(out)])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: cannot create {out}: {parent} is read-only or not writable by you; choose "
+                             "another output folder\n")
+    assert list(parent.iterdir()) == []
 
 
 def offline_env(tmp_path: Path, token: str | None) -> dict[str, str]:
@@ -329,6 +404,123 @@ def test_unreachable_hub_is_one_line_suggesting_local_files(tmp_path: Path) -> N
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: cannot load KorQuAD/squad_kor_v1 from the Hugging Face Hub")
     assert "--train-json KorQuAD_v1.0_train.json --dev-json KorQuAD_v1.0_dev.json" in result.stderr
+    assert not (tmp_path / "built").exists()
+
+
+def hub_rows(path: Path) -> list[dict]:
+    """A KorQuAD-shaped file as the Hub's rows of KorQuAD/squad_kor_v1 (SQuAD layout, one row per question)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return [{"id": qa["id"], "title": article["title"], "context": p["context"], "question": qa["question"],
+             "answers": {"text": [a["text"] for a in qa["answers"]],
+                         "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+            for article in raw["data"] for p in article["paragraphs"] for qa in p["qas"]]
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    buffer = io.BytesIO()
+    datasets.Dataset.from_list(rows).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+def fake_hub_cache(hf_home: Path, branches: dict[str, dict[str, bytes]]) -> None:
+    """The Hugging Face cache snapshot_download leaves after downloading KorQuAD/squad_kor_v1 at each branch
+    ({branch: {path: bytes}}): refs/BRANCH names a commit, snapshots/COMMIT holds its files."""
+    repo = hf_home / "hub" / "datasets--KorQuAD--squad_kor_v1"
+    for branch, files in branches.items():
+        commit = hashlib.sha1(branch.encode()).hexdigest()
+        (repo / "refs" / branch).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / branch).write_text(commit)
+        for name, content in files.items():
+            (repo / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / "snapshots" / commit / name).write_bytes(content)
+
+
+MAIN_PARQUET_CARD = b"""---
+configs:
+- config_name: squad_kor_v1
+  data_files:
+  - split: train
+    path: squad_kor_v1/train-*
+  - split: validation
+    path: squad_kor_v1/validation-*
+---
+"""
+
+
+def script_main_and_parquet_export(train: bytes, validation: bytes) -> dict[str, dict[str, bytes]]:
+    """The repository as it was: a loading script on main; the Hub's parquet conversion under refs/convert/parquet."""
+    return {"main": {"squad_kor_v1.py": b"import datasets  # a loading script", "README.md": b"# KorQuAD 1.0\n"},
+            "refs/convert/parquet": {"squad_kor_v1/train/0000.parquet": train,
+                                     "squad_kor_v1/validation/0000.parquet": validation}}
+
+
+def parquet_main(train: bytes, validation: bytes) -> dict[str, dict[str, bytes]]:
+    """The repository once converted: parquet files on main, named by its card."""
+    return {"main": {"README.md": MAIN_PARQUET_CARD, "squad_kor_v1/train-00000-of-00001.parquet": train,
+                     "squad_kor_v1/validation-00000-of-00001.parquet": validation}}
+
+
+@pytest.mark.parametrize("layout", [script_main_and_parquet_export, parquet_main])
+def test_korquad_loads_from_the_hub_cache_whether_main_is_a_script_or_parquet(tmp_path: Path, korquad_files,
+                                                                              layout) -> None:
+    train_json, dev_json = korquad_files
+    env = offline_env(tmp_path, token=None)
+    train_rows, dev_rows = hub_rows(train_json), hub_rows(dev_json)
+    fake_hub_cache(Path(env["HF_HOME"]), layout(parquet_bytes(train_rows), parquet_bytes(dev_rows)))
+    out = tmp_path / "built"
+    result = script("--output-dir", out, env=env)
+    assert result.returncode == 0, result.stderr
+    pairs = qg.data.build.load_qg_dataset(str(out))
+    assert sorted(pairs["test"]["id"]) == sorted(row["id"] for row in dev_rows)
+    assert sorted([*pairs["train"]["id"], *pairs["validation"]["id"]]) == sorted(row["id"] for row in train_rows)
+    assert "KorQuAD/squad_kor_v1 (validation)" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_script_only_hub_cache_without_its_parquet_export_is_one_line(tmp_path: Path, korquad_files) -> None:
+    env = offline_env(tmp_path, token=None)
+    fake_hub_cache(Path(env["HF_HOME"]), {"main": script_main_and_parquet_export(b"", b"")["main"]})
+    result = script("--output-dir", tmp_path / "built", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: cannot load KorQuAD/squad_kor_v1 from the Hugging Face Hub (the Hub cannot be reached and it is not "
+        "in the local cache); build from the official files instead: download KorQuAD_v1.0_train.json and "
+        "KorQuAD_v1.0_dev.json from https://korquad.github.io and pass --train-json KorQuAD_v1.0_train.json "
+        "--dev-json KorQuAD_v1.0_dev.json\n")
+    assert not (tmp_path / "built").exists()
+
+
+def hub_error(kind: type, status: int) -> Exception:
+    url = "https://huggingface.co/api/datasets/KorQuAD/squad_kor_v1"
+    return kind(f"{status} Client Error for url: {url}",
+                response=httpx2.Response(status, request=httpx2.Request("GET", url)))
+
+
+@pytest.mark.parametrize("fails_at, error, problem", [
+    ("main", hub_error(RepositoryNotFoundError, 404), "no such dataset on the Hub, or it is private"),
+    ("refs/convert/parquet", hub_error(RevisionNotFoundError, 404),
+     "it holds only a loading script, which datasets no longer runs, and the Hub has no parquet conversion of it "
+     "(refs/convert/parquet)"),
+])
+def test_hub_refusals_are_one_line_saying_to_use_the_official_files(tmp_path: Path, capsys, monkeypatch,
+                                                                    fails_at: str, error: Exception,
+                                                                    problem: str) -> None:
+    script_only = tmp_path / "main"
+    script_only.mkdir()
+    (script_only / "README.md").write_text("# KorQuAD 1.0")  # all of a script-only main that is downloaded
+
+    def snapshot_download(repo_id, *, repo_type, revision, allow_patterns):
+        assert (repo_id, repo_type) == ("KorQuAD/squad_kor_v1", "dataset")
+        if revision == fails_at:
+            raise error
+        return str(script_only)
+
+    monkeypatch.setattr(qg.data.korquad, "snapshot_download", snapshot_download)
+    code, stdout, err = cli(capsys, "--output-dir", tmp_path / "built")
+    assert code == 2 and stdout == ""
+    assert err == (f"error: cannot load KorQuAD/squad_kor_v1 from the Hugging Face Hub ({problem}); build from the "
+                   "official files instead: download KorQuAD_v1.0_train.json and KorQuAD_v1.0_dev.json from "
+                   "https://korquad.github.io and pass --train-json KorQuAD_v1.0_train.json "
+                   "--dev-json KorQuAD_v1.0_dev.json\n")
     assert not (tmp_path / "built").exists()
 
 

@@ -151,10 +151,18 @@ def test_refusals_leave_no_output(tmp_path, exaone_tiny_a_dir, change, message):
 
 def test_cli_refuses_existing_destination_and_keeps_it(tmp_path, exaone_tiny_a_dir):
     dst = tmp_path / "dst"
-    dst.mkdir()
-    (dst / "keep.txt").write_text("previous run")
+    assert convert_exaone_checkpoint(exaone_tiny_a_dir, dst) == dst
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
     result = subprocess.run([sys.executable, "-m", "qg.models.exaone", str(exaone_tiny_a_dir), str(dst)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {dst} already exists; pass --overwrite to replace it"]
-    assert [p.name for p in dst.iterdir()] == ["keep.txt"]
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
+
+    (dst / "keep.txt").write_text("previous run")
+    result = subprocess.run([sys.executable, "-m", "qg.models.exaone", str(exaone_tiny_a_dir), str(dst)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {dst} holds keep.txt, which qg-convert did not write; move it away or choose another output folder"]
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == {**before, "keep.txt": b"previous run"}

@@ -10,7 +10,7 @@ from conftest import fit_lora
 from peft import LoraConfig, get_peft_model
 
 from qg.cli import UserError
-from qg.generate import DUPLICATE, NO_EOS, PrefilledPrompts, QuestionGenerator, select_questions
+from qg.generate import DUPLICATE, NO_EOS, PrefilledPrompts, QuestionGenerator, TransformersEngine, select_questions
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL, build_tiny_exaone
 from qg.prompt import encode_example, encode_prompt
@@ -165,8 +165,8 @@ def test_sampled_questions_are_distinct_accepted_and_all_candidates_counted(memo
     model, tokenizer, learnt = memorised
     contexts = [learnt, CONTEXTS[0]]  # the second was never learnt
     spy = GenerateSpy(model, monkeypatch)
-    results = QuestionGenerator(model, tokenizer).generate(contexts, num_questions=3, temperature=1.0, top_p=1.0,
-                                                           max_new_tokens=48, max_rounds=4)
+    results = QuestionGenerator(TransformersEngine(model, tokenizer)).generate(
+        contexts, num_questions=3, temperature=1.0, top_p=1.0, max_new_tokens=48, max_rounds=4)
     prompts = [tuple(encode_prompt(tokenizer, c, max_context_tokens=1024).input_ids) for c in contexts]
     rows = spy.rows()
     for prompt, context, result in zip(prompts, contexts, results):
@@ -184,7 +184,7 @@ def test_sampled_questions_are_distinct_accepted_and_all_candidates_counted(memo
 
 def test_same_seed_same_samples_other_seed_other_samples(memorised, monkeypatch):
     model, tokenizer, learnt = memorised
-    generator = QuestionGenerator(model, tokenizer)
+    generator = QuestionGenerator(TransformersEngine(model, tokenizer))
     contexts = [learnt, CONTEXTS[0]]
     spy = GenerateSpy(model, monkeypatch)
     state = torch.random.get_rng_state()
@@ -202,7 +202,7 @@ def test_prompts_are_the_project_format_and_cut_off_candidates_are_counted(tiny,
     model, tokenizer = tiny
     answers = ["1443년", "한양", "문단"]
     spy = GenerateSpy(model, monkeypatch)
-    results = QuestionGenerator(model, tokenizer, max_context_tokens=12).generate(
+    results = QuestionGenerator(TransformersEngine(model, tokenizer), max_context_tokens=12).generate(
         CONTEXTS, num_questions=2, answers=answers, max_new_tokens=4, max_rounds=1)
     expected = [encode_prompt(tokenizer, c, a, max_context_tokens=12) for c, a in zip(CONTEXTS, answers)]
     rows = spy.rows()
@@ -214,12 +214,13 @@ def test_prompts_are_the_project_format_and_cut_off_candidates_are_counted(tiny,
     assert any(cut_off)
     assert [r.rejected[NO_EOS] for r in results] == [sum(cut_off[2 * i:2 * i + 2]) for i in range(3)]
     with pytest.raises(ValueError, match="one answer per context"):
-        QuestionGenerator(model, tokenizer).generate(CONTEXTS, answers=answers[:2])
+        QuestionGenerator(TransformersEngine(model, tokenizer)).generate(CONTEXTS, answers=answers[:2])
 
 
 def test_greedy_gives_one_question_per_paragraph(memorised):
     model, tokenizer, learnt = memorised
-    results = QuestionGenerator(model, tokenizer).generate([learnt, CONTEXTS[0]], num_questions=5, temperature=0)
+    results = QuestionGenerator(TransformersEngine(model, tokenizer)).generate([learnt, CONTEXTS[0]], num_questions=5,
+                                                                               temperature=0)
     assert [len(r.questions) + sum(r.rejected.values()) for r in results] == [1, 1]
     assert results[0].questions  # learnt: a real question, not a rejected one
 

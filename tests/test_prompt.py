@@ -3,7 +3,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from qg.prompt import IGNORE_INDEX, build_messages, encode_example, encode_prompt, truncate_context
+from qg.prompt import (IGNORE_INDEX, build_messages, encode_example, encode_prompt, encode_question,
+                       truncate_context)
+from qg.train.packing import SharedContextCollator, build_groups, flattening_collator
 
 CONTEXT = "훈민정음은 1443년 세종이 창제한 문자이다. 1446년에 반포되었다. 처음에는 28자였으나 지금은 24자를 쓴다."
 QUESTION = "훈민정음이 반포된 해는 언제인가?"
@@ -91,3 +93,39 @@ def test_turn_end_comes_from_the_chat_template_not_the_eos_token():
     example = encode_example(tokenizer, CONTEXT, QUESTION)
     labelled = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX]
     assert labelled[-1] == end_of_turn and tokenizer.decode(labelled) == QUESTION + "<end_of_turn>"
+
+
+TRAIN_ROWS = [
+    {"context": CONTEXT, "question": QUESTION, "answer": "1446년"},
+    {"context": CONTEXT, "question": "훈민정음을 창제한 사람은 누구인가?", "answer": "세종"},
+    {"context": "한라산은 제주도에 있는 산이다.", "question": "한라산은 어디에 있는가?", "answer": "제주도"},
+]
+
+
+@pytest.mark.parametrize("answer_aware", [False, True])
+@pytest.mark.parametrize("shared_context", [False, True])
+def test_training_batches_label_exactly_each_question_after_its_prompt(tokenizer, shared_context, answer_aware):
+    """What training runs on (build_groups + its collator), not encode_example: each labelled run is one question
+    and its end of turn, and the tokens the model sees before it are exactly the generation prompt."""
+    groups, _ = build_groups(TRAIN_ROWS, tokenizer, shared_context=shared_context, answer_aware=answer_aware,
+                             max_context_tokens=1024, max_question_tokens=64)
+    batch = (SharedContextCollator() if shared_context else flattening_collator)(groups)
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    positions = batch["position_ids"][0].tolist()
+    runs, starts = [], []
+    for i, label in enumerate(labels):
+        if label == IGNORE_INDEX:
+            continue
+        assert label == ids[i]  # the causal-LM shift happens inside the model
+        if i == 0 or labels[i - 1] == IGNORE_INDEX or positions[i] != positions[i - 1] + 1:
+            runs.append([])
+            starts.append(i)
+        runs[-1].append(label)
+    assert runs == [encode_question(tokenizer, row["question"]) for row in TRAIN_ROWS]
+    for start, row in zip(starts, TRAIN_ROWS):
+        prompt = encode_prompt(tokenizer, row["context"], row["answer"] if answer_aware else None).input_ids
+        if shared_context:  # what the query predicting the first question token attends to
+            seen = [ids[k] for k in range(len(ids)) if batch["attention_mask"][0, 0, start - 1, k] == 0]
+        else:  # the example packed before the question, back to where its positions restart
+            seen = ids[start - positions[start]:start]
+        assert seen == prompt

@@ -1,11 +1,13 @@
-"""train.py end to end on the tiny model: it learns, it stops at EOS, it resumes exactly, it refuses bad configs."""
+"""train.py end to end on the tiny model: it learns, it stops at EOS, it resumes exactly, it survives crashes."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,14 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from qg.cli import UserError
 from qg.data.build import build_qg_dataset
 from qg.data.korquad import read_korquad_json
 from qg.models.loading import load_base
 from qg.prompt import encode_prompt
 from qg.train.config import TrainConfig
-from qg.train.loop import save_checkpoint, train
+from qg.config import config_to_yaml
+from qg.train.loop import RunLog, check_config, load_model, save_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "hub_dataset" / "sample"
@@ -101,18 +105,6 @@ def test_smoke_recipe_learns_and_writes_every_artefact(sample_dataset, tmp_path)
     assert not list(output.glob(".*"))  # no temporary leftovers
 
 
-def test_two_cpu_processes_train_one_adapter_and_log_once(sample_dataset, tmp_path):
-    output = tmp_path / "ddp"
-    result = run_cli(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "train.py",
-                     *smoke_args(sample_dataset, output, "--max_steps", 6, "--logging_steps", 2, "--eval_steps", 3,
-                                 "--save_steps", 4))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert [r["step"] for r in log_records(output)] == [2, 3, 4, 6]
-    assert len(list(output.rglob("adapter_model.safetensors"))) == 2  # final + best, written once each
-    assert (output / "checkpoints" / "step-4").is_dir()
-
-
 def test_kill_and_resume_gives_the_uninterrupted_adapter(sample_dataset, tmp_path):
     extra = ("--max_steps", 24, "--save_steps", 4, "--eval_steps", 0, "--logging_steps", 4, "--lora_dropout", 0.1)
     straight = tmp_path / "straight"
@@ -159,32 +151,65 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert json.loads((previous / "trainer_state.json").read_text()) == {"step": 4}
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--config", "{bad}"], "config file {bad}: unknown key(s) colour"),
-        (["--config", "{wrong_type}"], "config key 'lora_r' should be int, got 'sixteen'"),
-        (["--dataset", "{missing}"], "dataset {missing} not found: build it with"),
-        (["--finetuning", "qlora"], "QLoRA (4-bit bitsandbytes) needs a CUDA GPU"),
-        (["--output_dir", "{occupied}"], "output dir {occupied} already holds another run; pass --resume"),
-        (["--resume", "--output_dir", "{empty}"], "--resume: {empty} holds no run to resume"),
-    ],
-)
-def test_bad_config_is_one_line_before_any_model_loads(sample_dataset, tmp_path, args, message):
-    (tmp_path / "bad.yaml").write_text("model: tiny-random-exaone\ncolour: blue\n")
-    (tmp_path / "wrong_type.yaml").write_text("lora_r: sixteen\n")
-    (tmp_path / "occupied").mkdir()
-    (tmp_path / "occupied" / "train_config.yaml").write_text("model: other\n")
-    places = {"bad": tmp_path / "bad.yaml", "wrong_type": tmp_path / "wrong_type.yaml", "missing": tmp_path / "none",
-              "occupied": tmp_path / "occupied", "empty": tmp_path / "empty"}
-    args = [a.format(**places) for a in args]
-    base = ["--dataset", str(sample_dataset), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
-    cache = tmp_path / "cache"
-    result = run_cli(sys.executable, "train.py", *base, *args, env={"QG_CACHE": str(cache)})
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {message.format(**places)}"), result.stderr
-    assert not cache.exists(), "no model may be built or loaded before the config is checked"
+def test_resume_takes_the_output_dir_however_it_is_spelled(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "README.md").write_text("dataset card")
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(dataset=str(tmp_path / "data"), output_dir=str(run), report_to="none")
+    (run / "train_config.yaml").write_text(config_to_yaml(config))
+    (tmp_path / "link").symlink_to(run)
+    monkeypatch.chdir(tmp_path)
+    for spelling in (f"{run}/", "./run", "run/", str(tmp_path / "link")):
+        check_config(replace(config, output_dir=spelling), resume=True)
+    with pytest.raises(UserError, match="differs from the run in .* in lora_r"):
+        check_config(replace(config, output_dir="./run", lora_r=8), resume=True)
+
+
+def test_resume_drops_the_log_record_a_crash_cut_short(tmp_path):
+    class Accelerator:
+        is_main_process = True
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 4, "loss": 2.0}\n{"step": 8, "loss": 1.5}\n{"step": 12, "lo')
+    assert [r["step"] for r in RunLog(log, Accelerator(), resumed_step=8).records()] == [4, 8]
+    assert log.read_text().endswith("}\n")
+
+
+def test_model_revision_picks_the_model_and_the_tokenizer_of_that_revision(tmp_path):
+    """A Hub cache holding two revisions of one repo (main, v1) that differ in weights and chat template; offline."""
+    from safetensors.torch import save_file
+
+    from qg.models.tiny import tiny_model_dir
+
+    repo = tmp_path / "hub" / "models--someone--tiny"
+    for revision, scale in (("main", 1.0), ("v1", 2.0)):
+        snapshot = repo / "snapshots" / f"{revision}-commit"
+        shutil.copytree(tiny_model_dir(), snapshot)
+        weights = load_file(snapshot / "model.safetensors")
+        save_file({k: v * scale for k, v in weights.items()}, snapshot / "model.safetensors", metadata={"format": "pt"})
+        (snapshot / "chat_template.jinja").write_text(f"revision {revision}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / revision).write_text(f"{revision}-commit")
+    script = (
+        "from qg.models.loading import load_base, load_tokenizer\n"
+        "model, tokenizer = load_base('someone/tiny', revision='v1')\n"
+        "print(tokenizer.chat_template, load_tokenizer('someone/tiny', 'v1').chat_template,"
+        " load_tokenizer('someone/tiny').chat_template, float(model.lm_head.weight.abs().sum()))\n"
+        "print(float(load_base('someone/tiny')[0].lm_head.weight.abs().sum()))\n"
+    )
+    result = run_cli(sys.executable, "-c", script, env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = result.stdout.strip().splitlines()[-2:]
+    *templates, v1_sum = first.split()
+    assert " ".join(templates) == "revision v1 revision v1 revision main"
+    assert float(v1_sum) == pytest.approx(2 * float(second))
+
+
+def test_all_linear_puts_adapters_on_every_decoder_linear():
+    model = load_model(TrainConfig(lora_target_modules=["all-linear"], lora_r=4), "no", "sdpa")
+    adapted = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 def test_shared_context_reaches_the_same_validation_loss_with_fewer_tokens(sample_dataset, tmp_path):

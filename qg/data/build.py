@@ -40,7 +40,10 @@ from qg.data.korquad import (
 )
 from qg.data.schema import CONFIGS, FEATURES, SAMPLE_BUILD_COMMAND, QGDatasetBuild, data_file_pattern
 from qg.data.splits import limit_questions, split_by_article
-from qg.io import atomic_dir, is_hub_id
+from qg.io import atomic_dir, check_output_dir, is_hub_id
+
+# Names the marker of a build (see `qg.io.check_output_dir`): only a folder it wrote is ever replaced.
+BUILDER = "qg-build-dataset"
 
 
 def build_qg_dataset(train: KorQuADSource, dev: KorQuADSource, output_dir: str | Path, *,
@@ -48,13 +51,12 @@ def build_qg_dataset(train: KorQuADSource, dev: KorQuADSource, output_dir: str |
                      strict: bool = False, hub_repo_id: str | None = None) -> QGDatasetBuild:
     """Parse, split and write both configs and the dataset card to `output_dir`, atomically.
 
-    `output_dir` may be absent, empty, or a previous build (replaced); nothing else, so a typo cannot replace an
-    unrelated folder. Any error leaves it as it was. `hub_repo_id`: where it will be pushed, for the card's example.
+    `output_dir` may be absent, empty, or a previous build holding only what the builder wrote (replaced); nothing
+    else, so a typo cannot delete a user's files (see `qg.io.check_output_dir`). Any error leaves it as it was.
+    `hub_repo_id`: where it will be pushed, for the card's example.
     """
     output_dir = Path(output_dir)
-    if output_dir.exists() and not _is_previous_build(output_dir):
-        raise UserError(f"{output_dir} exists and is not a dataset built by this script; "
-                        "choose another --output-dir or remove it")
+    check_output_dir(output_dir, BUILDER)
     train_paragraphs, train_report = parse_korquad(train, strict)
     test_paragraphs, test_report = parse_korquad(dev, strict)
     for source, paragraphs in [(train, train_paragraphs), (dev, test_paragraphs)]:
@@ -66,7 +68,7 @@ def build_qg_dataset(train: KorQuADSource, dev: KorQuADSource, output_dir: str |
     build = QGDatasetBuild(splits=splits, reports={"train": train_report, "test": test_report},
                            overlap_paragraphs_dropped=overlap, validation_fraction=validation_fraction,
                            max_train_samples=max_train_samples, seed=seed, hub_repo_id=hub_repo_id)
-    with atomic_dir(output_dir) as tmp:
+    with atomic_dir(output_dir, owner=BUILDER) as tmp:
         for config in CONFIGS:
             for split, paragraphs in splits.items():
                 path = tmp / data_file_pattern(config, split).replace("*", "00000-of-00001.parquet")
@@ -75,10 +77,6 @@ def build_qg_dataset(train: KorQuADSource, dev: KorQuADSource, output_dir: str |
                                                     schema=FEATURES[config].arrow_schema), path)
         dataset_card(build).save(tmp / "README.md")
     return build
-
-
-def _is_previous_build(path: Path) -> bool:
-    return path.is_dir() and {entry.name for entry in path.iterdir()} <= {"README.md", "data"}
 
 
 def _columns(paragraphs: list[Paragraph], config: str) -> dict[str, list]:
@@ -169,13 +167,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Build from the bundled sample (original Korean paragraphs in KorQuAD's format, shipped "
                              "with the package) instead of KorQuAD.")
     parser.add_argument("--train-json", type=Path, metavar="PATH",
-                        help="KorQuAD 1.0 train file (SQuAD v1.1 JSON). With --dev-json; without both, the "
-                             f"builder loads {KORQUAD_HUB_ID} from the Hub.")
+                        help="KorQuAD 1.0 train file (SQuAD v1.1 JSON, from https://korquad.github.io). With "
+                             f"--dev-json; without both, the builder loads {KORQUAD_HUB_ID} from the Hub (the Hub's "
+                             "parquet conversion while the repository holds a loading script).")
     parser.add_argument("--dev-json", type=Path, metavar="PATH",
                         help="KorQuAD 1.0 dev file (SQuAD v1.1 JSON): becomes the test split.")
     parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
                         help="Folder to write (README.md + data/). Built next to it and renamed at the end; a "
-                             "previous build there is replaced, any other existing folder is refused.")
+                             "previous build there is replaced when it holds only what the builder wrote, any "
+                             "other existing folder is refused.")
     parser.add_argument("--validation-fraction", type=_fraction, default=0.05, metavar="F",
                         help="Fraction of the train set's articles (titles) that become the validation split, "
                              "rounded up: at least one article, and train must keep at least one (default 0.05).")
@@ -206,15 +206,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
@@ -223,6 +229,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     token = hub_token() if args.push_to_hub else None  # before any work: a missing token fails at once
+    check_output_dir(args.output_dir, BUILDER)  # and a bad --output-dir, before downloading KorQuAD
     if args.sample:
         train, dev = sample_sources()
     elif args.train_json is not None:

@@ -15,11 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm import tqdm
 
 from qg.cli import UserError, one_line
 
 KORQUAD_HUB_ID = "KorQuAD/squad_kor_v1"
+# The branch where the Hub keeps its own parquet conversion of a dataset repository, loading scripts included.
+PARQUET_EXPORT = "refs/convert/parquet"
 # Original Korean paragraphs in KorQuAD's format, written for the project: the embedded default (package data).
 SAMPLE_DIR = Path(str(importlib.resources.files("qg.data") / "sample"))
 
@@ -118,20 +122,48 @@ def squad_rows_to_json(rows: Iterable[dict]) -> dict:
 
 
 def load_korquad_from_hub(repo_id: str = KORQUAD_HUB_ID) -> tuple[KorQuADSource, KorQuADSource]:
-    """The official train and dev sets from the Hub; an unreachable Hub is one `UserError` line."""
-    import datasets  # here, not at the top: the models and training modules import this one without needing it
+    """The official train and dev sets from the Hub; any failure is one `UserError` line saying what to do instead.
+
+    The repository's own parquet files when it has them; while it holds only a loading script (which datasets no
+    longer runs: "Dataset scripts are no longer supported"), the Hub's parquet conversion of it.
+    """
+    # Here, not at the top: the models, training and generation modules import this one (SAMPLE_DIR, parsing)
+    # and must import on a GPU machine with only torch/transformers/peft/accelerate (bench/bench_gpu.py).
+    import datasets
+    from datasets.exceptions import DatasetsError
 
     try:
-        hub = datasets.load_dataset(repo_id)
-    except OSError as err:  # no connection, no such repo, HTTP errors
-        raise UserError(
-            f"cannot load {repo_id} from the Hugging Face Hub ({one_line(err)}); build from local files instead: "
-            "--train-json KorQuAD_v1.0_train.json --dev-json KorQuAD_v1.0_dev.json (from https://korquad.github.io)"
-        ) from None
-    return (
-        KorQuADSource(f"{repo_id} (train)", squad_rows_to_json(hub["train"])),
-        KorQuADSource(f"{repo_id} (validation)", squad_rows_to_json(hub["validation"])),
-    )
+        hub = datasets.load_dataset(str(_parquet_snapshot(repo_id)))
+        train, dev = hub["train"], hub["validation"]
+    except LocalEntryNotFoundError:
+        problem = "the Hub cannot be reached and it is not in the local cache"
+    except RepositoryNotFoundError:
+        problem = "no such dataset on the Hub, or it is private"
+    except RevisionNotFoundError:
+        problem = (f"it holds only a loading script, which datasets no longer runs, and the Hub has no parquet "
+                   f"conversion of it ({PARQUET_EXPORT})")
+    except KeyError as err:
+        problem = f"it has no {err} split"
+    except (OSError, DatasetsError) as err:
+        problem = one_line(err)
+    else:
+        return (KorQuADSource(f"{repo_id} (train)", squad_rows_to_json(train)),
+                KorQuADSource(f"{repo_id} (validation)", squad_rows_to_json(dev)))
+    raise UserError(f"cannot load {repo_id} from the Hugging Face Hub ({problem}); build from the official files "
+                    "instead: download KorQuAD_v1.0_train.json and KorQuAD_v1.0_dev.json from "
+                    "https://korquad.github.io and pass --train-json KorQuAD_v1.0_train.json "
+                    "--dev-json KorQuAD_v1.0_dev.json")
+
+
+def _parquet_snapshot(repo_id: str) -> Path:
+    """A local copy of the parquet files of `repo_id` (and its card, which may name them): from its main branch, or
+    from the Hub's parquet conversion when main has none (a script-only repository)."""
+    for revision in ["main", PARQUET_EXPORT]:
+        folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
+                                        allow_patterns=["README.md", "*.parquet"]))
+        if any(folder.rglob("*.parquet")):
+            return folder
+    raise FileNotFoundError(f"no parquet files in {repo_id}, on main or {PARQUET_EXPORT}")
 
 
 # ---------------------------------------------------------------------------------------------------- parsing

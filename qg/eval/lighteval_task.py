@@ -85,7 +85,7 @@ from qg.cli import UserError
 from qg.data.schema import SAMPLE_BUILD_COMMAND, data_file_pattern
 from qg.eval.metrics import group_by_sentence, korean_scores, qgbench_scores
 from qg.eval.runner import answer_sentence
-from qg.generate import select_questions
+from qg.generate import select_questions, text_before_end_of_turn
 from qg.models.loading import load_tokenizer
 from qg.prompt import encode_prompt, end_of_turn_id
 
@@ -134,10 +134,7 @@ class GeneratedQuestion(SampleLevelComputation):
     def compute(self, doc: Doc, model_response: ModelResponse, **kwargs) -> dict[str, dict]:
         tokenizer = prompt_tokenizer(self.model)
         _check_prompt(doc, model_response, tokenizer.eos_token_id)
-        output_ids = [int(t) for t in model_response.output_tokens[0]]
-        end = end_of_turn_id(tokenizer)
-        # As QuestionGenerator decodes: the text before the end of turn, or no question without one.
-        candidate = tokenizer.decode(output_ids[:output_ids.index(end)]) if end in output_ids else None
+        candidate = text_before_end_of_turn(tokenizer, [int(t) for t in model_response.output_tokens[0]])
         kept, _ = select_questions([candidate], doc.specific["context"], 1)
         item = {"row": doc.specific["row"], "prediction": kept[0] if kept else "", "question": doc.choices[0],
                 "sentence": doc.specific["sentence"]}

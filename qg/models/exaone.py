@@ -1,31 +1,40 @@
 """Convert an EXAONE-3.5 checkpoint into `LlamaForCausalLM` format, exactly, without running remote code.
 
-    python -m qg.exaone LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct converted/exaone-3.5-2.4b   # from the Hub
-    python -m qg.exaone path/to/exaone-checkpoint converted/exaone --overwrite              # from a folder
+    qg-convert LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct converted/exaone-3.5-2.4b   # from the Hub
+    qg-convert path/to/exaone-checkpoint converted/exaone --overwrite              # from a folder
 
 EXAONE-3.5 is a Llama-architecture decoder under other names (see DESIGN.md), and transformers 5 has no native
 EXAONE-3.5 while the Hub's remote code breaks on it. Renaming tensors and config keys gives the same model.
-Tensors are streamed one at a time from source to destination so the real 2.4B model is never held twice.
+Tensors are streamed one at a time from source to destination so the real 2.4B model is never held twice: the
+peak stays under the checkpoint's size (bench/bench_convert.py, which also measures `load_file` + `save_file`,
+the whole-model way that `from_pretrained(key_mapping=...)` + `save_pretrained` takes too, above it), and the
+2.4B conversion has to run on the small machines this project is for.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from qg.cli import UserError, command
-from qg.io import atomic_dir, atomic_write_json, is_hub_id
+from qg.cli import UserError, command, one_line
+from qg.io import atomic_dir, atomic_write_json, check_output_dir, is_hub_id
 
 DEFAULT_REPO = "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct"
+# Names the marker of a converted folder (see `qg.io.check_output_dir`): --overwrite replaces only a folder it wrote.
+CONVERTER = "qg-convert"
 TOKENIZER_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
@@ -40,6 +49,11 @@ TOKENIZER_FILES = [
 DOWNLOAD_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
                      *TOKENIZER_FILES]
 KNOWN_ROPE_TYPES = {"default", *ROPE_INIT_FUNCTIONS}
+# The config.json keys without a default: without any of them the model's shape is unknown.
+REQUIRED_SIZES = ["vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_attention_heads",
+                  "max_position_embeddings"]
+OPTIONAL_SIZES = ["num_key_value_heads", "head_dim"]
+DAMAGED = "the checkpoint is damaged or incomplete: download it again"
 MAX_SHARD_BYTES = 2 * 1024**3
 
 _LAYER_RENAMES = {
@@ -75,37 +89,48 @@ def llama_config(exaone: dict) -> LlamaConfig:
     if exaone.get("model_type") != "exaone":
         raise UserError(f"not an EXAONE checkpoint: config.json has model_type {exaone.get('model_type')!r}, "
                         "expected 'exaone' (other models load natively, without conversion)")
+    missing = [key for key in [*REQUIRED_SIZES, "layer_norm_epsilon"] if key not in exaone]
+    if missing:
+        raise UserError(f"config.json lacks {', '.join(missing)}: not a complete EXAONE-3.5 config; {DAMAGED}")
+    for key in [*REQUIRED_SIZES, *(key for key in OPTIONAL_SIZES if key in exaone)]:
+        if not isinstance(exaone[key], int) or isinstance(exaone[key], bool) or exaone[key] < 1:
+            raise UserError(f"config.json: {key} is {exaone[key]!r}, not a positive integer; {DAMAGED}")
     rope_scaling = exaone.get("rope_scaling")
+    if rope_scaling is not None and not isinstance(rope_scaling, dict):
+        raise UserError(f"config.json: rope_scaling is {rope_scaling!r}, neither null nor an object; {DAMAGED}")
     if rope_scaling is not None:
         rope_type = rope_scaling.get("rope_type", rope_scaling.get("type"))
         if rope_type not in KNOWN_ROPE_TYPES:
             raise UserError(f"unknown rope type {rope_type!r} in config.json; known: {', '.join(sorted(KNOWN_ROPE_TYPES))}")
     hidden, heads = exaone["hidden_size"], exaone["num_attention_heads"]
-    return LlamaConfig(
-        vocab_size=exaone["vocab_size"],
-        hidden_size=hidden,
-        intermediate_size=exaone["intermediate_size"],
-        num_hidden_layers=exaone["num_layers"],
-        num_attention_heads=heads,
-        num_key_value_heads=exaone.get("num_key_value_heads", heads),
-        head_dim=exaone.get("head_dim", hidden // heads),
-        hidden_act=exaone.get("activation_function", "silu"),
-        max_position_embeddings=exaone["max_position_embeddings"],
-        rms_norm_eps=exaone["layer_norm_epsilon"],
-        rope_theta=exaone.get("rope_theta", 10000.0),
-        rope_scaling=rope_scaling,
-        # save_pretrained leaves out default values, so an absent key is PretrainedConfig's default: True.
-        tie_word_embeddings=exaone.get("tie_word_embeddings", True),
-        attention_bias=False,
-        mlp_bias=False,
-        attention_dropout=exaone.get("attention_dropout", 0.0),
-        initializer_range=exaone.get("initializer_range", 0.02),
-        bos_token_id=exaone.get("bos_token_id"),
-        eos_token_id=exaone.get("eos_token_id"),
-        pad_token_id=exaone.get("pad_token_id"),
-        architectures=["LlamaForCausalLM"],
-        dtype=exaone.get("dtype", exaone.get("torch_dtype", "float32")),
-    )
+    try:
+        return LlamaConfig(
+            vocab_size=exaone["vocab_size"],
+            hidden_size=hidden,
+            intermediate_size=exaone["intermediate_size"],
+            num_hidden_layers=exaone["num_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=exaone.get("num_key_value_heads", heads),
+            head_dim=exaone.get("head_dim", hidden // heads),
+            hidden_act=exaone.get("activation_function", "silu"),
+            max_position_embeddings=exaone["max_position_embeddings"],
+            rms_norm_eps=exaone["layer_norm_epsilon"],
+            rope_theta=exaone.get("rope_theta", 10000.0),
+            rope_scaling=rope_scaling,
+            # save_pretrained leaves out default values, so an absent key is PretrainedConfig's default: True.
+            tie_word_embeddings=exaone.get("tie_word_embeddings", True),
+            attention_bias=False,
+            mlp_bias=False,
+            attention_dropout=exaone.get("attention_dropout", 0.0),
+            initializer_range=exaone.get("initializer_range", 0.02),
+            bos_token_id=exaone.get("bos_token_id"),
+            eos_token_id=exaone.get("eos_token_id"),
+            pad_token_id=exaone.get("pad_token_id"),
+            architectures=["LlamaForCausalLM"],
+            dtype=exaone.get("dtype", exaone.get("torch_dtype", "float32")),
+        )
+    except (KeyError, TypeError, ValueError, StrictDataclassError) as err:  # transformers' checks of the values
+        raise UserError(f"config.json: {one_line(err)}; {DAMAGED}") from None
 
 
 def expected_exaone_keys(config: LlamaConfig) -> set[str]:
@@ -117,16 +142,42 @@ def expected_exaone_keys(config: LlamaConfig) -> set[str]:
     return keys
 
 
+def read_json_object(file: Path) -> dict:
+    """The JSON object in a checkpoint's `file`; anything else is a `UserError` naming it."""
+    try:
+        value = json.loads(file.read_bytes())
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise UserError(f"{file}: not valid JSON ({one_line(err)}); {DAMAGED}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{file}: not a JSON object; {DAMAGED}")
+    return value
+
+
+@contextlib.contextmanager
+def _open_safetensors(file: Path) -> Iterator:
+    try:
+        with safe_open(file, framework="pt") as f:
+            yield f
+    except SafetensorError as err:  # a truncated or overwritten file: the header does not describe the bytes
+        raise UserError(f"{file}: not a readable safetensors file ({one_line(err)}); {DAMAGED}") from None
+
+
 def _source_tensors(src: Path) -> dict[str, Path]:
     """Map each tensor name to the file that holds it: `model.safetensors`, or the shards its index lists."""
     index = src / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(file, str) for file in weight_map.values()):
+            raise UserError(f"{index}: no weight_map from tensor names to files; {DAMAGED}")
+        absent = sorted({file for file in weight_map.values() if not (src / file).is_file()})
+        if absent:
+            more = f" and {len(absent) - 1} more" if len(absent) > 1 else ""
+            raise UserError(f"{index} names {absent[0]}{more}, which is not in {src}; {DAMAGED}")
         return {key: src / file for key, file in weight_map.items()}
     single = src / "model.safetensors"
     if not single.is_file():
         raise UserError(f"no model.safetensors (or model.safetensors.index.json) in {src}")
-    with safe_open(single, framework="pt") as f:
+    with _open_safetensors(single) as f:
         return dict.fromkeys(f.keys(), single)
 
 
@@ -152,7 +203,7 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, str, Path]]) -> None
         out.write(len(header_bytes).to_bytes(8, "little"))
         out.write(header_bytes)
         for new, old, file in tensors:
-            with safe_open(file, framework="pt") as f:
+            with _open_safetensors(file) as f:
                 tensor = f.get_tensor(old).contiguous()
             out.write(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
             del tensor
@@ -166,7 +217,7 @@ def _safetensors_dtype(name: str) -> torch.dtype:
 
 def _tensor_info(file: Path, key: str) -> tuple[str, list[int], int]:
     """dtype name, shape and byte size of a stored tensor, read from the header without loading it."""
-    with safe_open(file, framework="pt") as f:
+    with _open_safetensors(file) as f:
         stored = f.get_slice(key)
         dtype, shape = stored.get_dtype(), stored.get_shape()
     return dtype, shape, torch.Size(shape).numel() * _safetensors_dtype(dtype).itemsize
@@ -195,13 +246,14 @@ def convert_exaone_checkpoint(src: str | Path, dst: str | Path, *, revision: str
                               overwrite: bool = False, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
     """Convert an EXAONE-3.5 checkpoint (folder or Hub id) into a Llama-format folder at `dst`, atomically."""
     dst = Path(dst)
-    if dst.exists() and not overwrite:
+    check_output_dir(dst, CONVERTER)
+    if dst.is_dir() and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it")
     src = resolve_source(str(src), revision)
     config_file = src / "config.json"
     if not config_file.is_file():
         raise UserError(f"no config.json in {src}")
-    config = llama_config(json.loads(config_file.read_text()))
+    config = llama_config(read_json_object(config_file))
 
     located = _source_tensors(src)
     expected = expected_exaone_keys(config)
@@ -226,18 +278,25 @@ def convert_exaone_checkpoint(src: str | Path, dst: str | Path, *, revision: str
         shard_bytes += nbytes
         total_bytes += nbytes
 
-    with atomic_dir(dst) as out:
-        names = (["model.safetensors"] if len(shards) == 1 else
-                 [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-        for name, shard in tqdm(list(zip(names, shards)), desc="converting", unit="shard", disable=len(shards) == 1):
-            _write_safetensors(out / name, shard)
-        if len(shards) > 1:
-            weight_map = {new: name for name, shard in zip(names, shards) for new, _, _ in shard}
-            atomic_write_json(out / "model.safetensors.index.json",
-                              {"metadata": {"total_size": total_bytes}, "weight_map": weight_map})
-        config.save_pretrained(out)
-        _write_generation_config(src, config, out)
-        _copy_tokenizer(src, config, out)
+    try:
+        with atomic_dir(dst, owner=CONVERTER) as out:
+            names = (["model.safetensors"] if len(shards) == 1 else
+                     [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+            for name, shard in tqdm(list(zip(names, shards)), desc="converting", unit="shard",
+                                    disable=len(shards) == 1):
+                _write_safetensors(out / name, shard)
+            if len(shards) > 1:
+                weight_map = {new: name for name, shard in zip(names, shards) for new, _, _ in shard}
+                atomic_write_json(out / "model.safetensors.index.json",
+                                  {"metadata": {"total_size": total_bytes}, "weight_map": weight_map})
+            config.save_pretrained(out)
+            _write_generation_config(src, config, out)
+            _copy_tokenizer(src, config, out)
+    except OSError as err:
+        if err.errno not in {errno.ENOSPC, errno.EDQUOT}:
+            raise
+        raise UserError(f"no space left to write {dst} (the weights alone take {total_bytes / 1e9:.2f} GB); free "
+                        "space there or choose another output folder") from None
     return dst
 
 
@@ -270,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"EXAONE-3.5 checkpoint: a local folder or a Hub repo id (default: {DEFAULT_REPO}).")
     parser.add_argument("dst", help="Output folder for the Llama-format checkpoint.")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) to pin; default: main.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace DST if it exists.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace DST if it is a previous conversion holding only what the converter wrote.")
     args = parser.parse_args(argv)
     dst = convert_exaone_checkpoint(args.src, args.dst, revision=args.revision, overwrite=args.overwrite)
     print(f"converted {args.src} -> {dst} (LlamaForCausalLM)")

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qg.cli import UserError
-from qg.io import cache_dir
+from qg.io import cache_dir, remove_stale_temps
 from qg.models.exaone import convert_exaone_checkpoint, resolve_source
 from qg.models.tiny import TINY_MODEL, tiny_model_dir
 
@@ -49,22 +49,30 @@ def resolve_base(name_or_path: str, revision: str | None = None) -> str:
             return name_or_path
         converted = cache_dir() / "converted" / f"{name_or_path.replace('/', '--')}--{revision or 'main'}"
     if not converted.exists():
+        # A conversion killed midway (out of memory, kill -9) leaves gigabytes; when the source has changed
+        # since, its key has too and no later conversion of the same name would clean them up.
+        remove_stale_temps(converted.parent)
         convert_exaone_checkpoint(resolve_source(name_or_path, revision), converted, overwrite=True)
     return str(converted)
 
 
+def _revision(name_or_path: str, resolved: str, revision: str | None) -> dict:
+    """`revision` for from_pretrained when it loads from the Hub itself (a converted copy is already that revision)."""
+    return {"revision": revision} if resolved == name_or_path and not Path(resolved).is_dir() else {}
+
+
 def load_tokenizer(name_or_path: str, revision: str | None = None):
-    return AutoTokenizer.from_pretrained(resolve_base(name_or_path, revision))
+    resolved = resolve_base(name_or_path, revision)
+    return AutoTokenizer.from_pretrained(resolved, **_revision(name_or_path, resolved, revision))
 
 
 def load_base(name_or_path: str, *, revision: str | None = None, dtype: torch.dtype = torch.float32,
               attn_implementation: str = "sdpa", **model_kwargs):
     """(model, tokenizer) for an EXAONE id or folder, the tiny offline model, or any native causal LM."""
     resolved = resolve_base(name_or_path, revision)
-    if resolved == name_or_path and not Path(resolved).is_dir():
-        model_kwargs["revision"] = revision
+    model_kwargs.update(_revision(name_or_path, resolved, revision))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, **_revision(name_or_path, resolved, revision))
         model = AutoModelForCausalLM.from_pretrained(
             resolved, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs)
     except OSError as err:

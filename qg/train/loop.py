@@ -3,7 +3,7 @@
     qg-train --config configs/smoke.yaml                                   # tiny model, CPU, ~1 minute
     accelerate launch train.py --config configs/exaone-3.5-2.4b-lora.yaml         # the published adapter, 1 GPU
     accelerate launch --config_file configs/accelerate/multi-gpu.yaml train.py --config configs/exaone-3.5-2.4b-lora.yaml
-    accelerate launch --cpu --num_processes 2 train.py --config configs/smoke.yaml --output_dir outputs/ddp
+    ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 train.py --config configs/smoke.yaml --output_dir outputs/ddp
     qg-train --config configs/smoke.yaml --lora_r 8 --max_steps 20         # any field can be overridden
     qg-train --config configs/smoke.yaml --resume                          # continue from the last checkpoint
 
@@ -16,11 +16,13 @@ One loop for one CPU core and many GPUs: `accelerate launch` chooses DDP, FSDP o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict
@@ -34,11 +36,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from qg.cli import UserError, command
+from qg.cli import UserError, command, one_line
 from qg.config import config_to_yaml, parse_config
 from qg.data.build import load_qg_dataset
 from qg.io import atomic_dir, atomic_write_text, is_hub_id
 from qg.models.loading import load_base, load_tokenizer
+from qg.models.tiny import TINY_MODEL
 from qg.prompt import end_of_turn_id
 from qg.train.config import TrainConfig
 from qg.train.loss import summed_token_loss
@@ -50,8 +53,16 @@ FINAL = ".final"
 KEEP_CHECKPOINTS = 2
 
 
+# The package each tracker needs, and how to get it.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
 def check_config(config: TrainConfig, resume: bool) -> None:
     """Refuse what would fail later, before any model or data is loaded."""
+    tracker = TRACKER_PACKAGES.get(config.report_to)
+    if tracker and importlib.util.find_spec(tracker) is None:
+        raise UserError(f"--report_to {config.report_to} needs {tracker}: pip install {tracker} "
+                        "(or --report_to none)")
     if config.finetuning == "qlora":
         if not torch.cuda.is_available():
             raise UserError("QLoRA (4-bit bitsandbytes) needs a CUDA GPU; on CPU use finetuning: lora "
@@ -69,27 +80,103 @@ def check_config(config: TrainConfig, resume: bool) -> None:
         raise UserError(f"dataset {config.dataset} not found: build it with python hub_dataset/build_dataset.py "
                         f"--train-json hub_dataset/sample/train.json --dev-json hub_dataset/sample/dev.json "
                         f"--output-dir {config.dataset}")
-    for name in ("batch_tokens", "gradient_accumulation_steps", "lora_r", "max_context_tokens"):
-        if getattr(config, name) <= 0:
-            raise UserError(f"{name} must be positive, got {getattr(config, name)}")
-    output = Path(config.output_dir)
+    _check_output_dir(Path(config.output_dir), config, resume)
+    _check_model(config)
+
+
+def _check_output_dir(output: Path, config: TrainConfig, resume: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UserError(f"output_dir {output} is a file; choose a folder")
     saved = output / "train_config.yaml"
     if resume:
         if not saved.is_file():
             raise UserError(f"--resume: {output} holds no run to resume (no train_config.yaml)")
         previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        changed = sorted(k for k, v in asdict(config).items() if previous.get(k) != v)
+        # Not output_dir: the saved recipe was read from inside it, however the path is spelled now.
+        changed = sorted(k for k, v in asdict(config).items() if k != "output_dir" and previous.get(k) != v)
         if changed:
             raise UserError(f"--resume: the config differs from the run in {output} in {', '.join(changed)}")
     elif output.exists() and any(output.iterdir()):
         raise UserError(f"output dir {output} already holds another run; pass --resume to continue it, "
                         "or choose a new --output_dir")
+    existing = next(p for p in [output, *output.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"output_dir {output}: {existing} is a file, not a folder")
+    try:  # a real write: access() says yes to root on a read-only or locked-down file system
+        os.rmdir(tempfile.mkdtemp(prefix=".qg-write-test-", dir=existing))
+    except OSError as err:
+        raise UserError(f"output_dir {output} cannot be written ({existing}: {err.strerror})") from None
+
+
+def _check_model(config: TrainConfig) -> None:
+    """A Hub model must exist at its revision (its config.json is fetched, or found in the cache); a revision is for
+    Hub ids only."""
+    if config.model == TINY_MODEL or Path(config.model).is_dir():
+        if config.model_revision is not None:
+            raise UserError(f"model_revision is for Hub ids; {config.model} is a local model")
+        if config.model != TINY_MODEL and not (Path(config.model) / "config.json").is_file():
+            raise UserError(f"model {config.model} has no config.json: not a model folder")
+        return
+    if not is_hub_id(config.model):
+        raise UserError(f"model {config.model} is neither a folder nor a Hub id (OWNER/NAME)")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    try:
+        hf_hub_download(config.model, "config.json", revision=config.model_revision)
+    except GatedRepoError:
+        raise UserError(f"model {config.model} is gated: accept its licence on the Hub, then hf auth login") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"model {config.model} not found on the Hub (check the id; log in for a private one)") from None
+    except RevisionNotFoundError:
+        raise UserError(f"model {config.model} has no revision {config.model_revision}") from None
+    except LocalEntryNotFoundError:
+        raise UserError(f"model {config.model} is not in the local Hugging Face cache and the Hub cannot be reached "
+                        "(offline or HF_HUB_OFFLINE set)") from None
+    except EntryNotFoundError:
+        raise UserError(f"model {config.model} has no config.json: not a transformers model") from None
+    except HfHubHTTPError as err:
+        raise UserError(f"model {config.model}: {one_line(err)}") from None
 
 
 def resolve_mixed_precision(config: TrainConfig) -> str:
+    """The recipe's precision; for `auto`, what `accelerate launch` was told (its flag or config file), else bf16 on
+    a GPU that has it and fp32 elsewhere."""
     if config.mixed_precision != "auto":
         return config.mixed_precision
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # set by `accelerate launch`, never by a plain run
+    if launched:
+        return launched.lower()
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def accelerator_kwargs(config: TrainConfig) -> dict:
+    """What `train` builds its `Accelerator` with; the distributed setup itself comes from `accelerate launch`."""
+    return {
+        # Steps are counted here, not at the end of the data: every optimizer step gets exactly this many batches.
+        "gradient_accumulation_plugin": GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
+        "mixed_precision": resolve_mixed_precision(config),
+        "project_dir": config.output_dir,
+        "log_with": None if config.report_to == "none" else config.report_to,
+    }
+
+
+def give_deepspeed_the_recipe(deepspeed_config: dict, config: TrainConfig) -> None:
+    """DeepSpeed accumulates and clips inside its engine: fill the Accelerate config's `auto` values from the recipe.
+
+    A number set in the Accelerate config (or `accelerate launch --gradient_accumulation_steps`) that disagrees is
+    refused: Accelerate would silently prefer it, and this loop counts micro-batches by the recipe.
+    """
+    for key, value in (("gradient_accumulation_steps", config.gradient_accumulation_steps),
+                       ("gradient_clipping", config.max_grad_norm)):
+        given = deepspeed_config.get(key, "auto")
+        if given == "auto":
+            deepspeed_config[key] = value
+        elif given != value:
+            raise UserError(f"the DeepSpeed config sets {key} {given} but the recipe says {value}: remove it from "
+                            "the Accelerate config (the recipe's value reaches DeepSpeed)")
 
 
 def load_model(config: TrainConfig, mixed_precision: str, attn_implementation: str):
@@ -105,18 +192,35 @@ def load_model(config: TrainConfig, mixed_precision: str, attn_implementation: s
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
-    model, _ = load_base(config.model, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+    model, _ = load_base(config.model, revision=config.model_revision, dtype=dtype,
+                         attn_implementation=attn_implementation, **kwargs)
     if config.finetuning == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.finetuning != "full":
+        _check_lora_targets(model, config.lora_target_modules)
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
+        # peft expands its shorthand only as a string, never inside a list.
+        all_linear = config.lora_target_modules == ["all-linear"]
         model = get_peft_model(model, LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules, task_type="CAUSAL_LM"))
+            target_modules="all-linear" if all_linear else config.lora_target_modules, task_type="CAUSAL_LM"))
     return model
+
+
+def _check_lora_targets(model, targets: list[str]) -> None:
+    """Each target must name modules of this model (peft matches a module's full name or its last parts)."""
+    if targets == ["all-linear"]:
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        linears = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                          if isinstance(module, torch.nn.Linear)})
+        raise UserError(f"lora_target_modules {' '.join(missing)}: no such module in {type(model).__name__}; "
+                        f"its linear layers are {' '.join(linears)} (or all-linear)")
 
 
 def resolve_attention(config: TrainConfig) -> str:
@@ -201,7 +305,12 @@ class RunLog:
     def __init__(self, path: Path, accelerator: Accelerator, resumed_step: int):
         self.path, self.accelerator = path, accelerator
         if accelerator.is_main_process and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step]
+            text = path.read_text()
+            lines = text.splitlines()
+            if not text.endswith("\n"):
+                # A crash mid-write cut the last record; it was written after the resumed checkpoint, so it goes anyway.
+                lines = lines[:-1]
+            kept = [line for line in lines if json.loads(line)["step"] <= resumed_step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -258,17 +367,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train as `config` says; returns the output folder (final adapter at its top, best adapter in `best/`)."""
     check_config(config, resume)
     output = Path(config.output_dir)
-    mixed_precision = resolve_mixed_precision(config)
-    accelerator = Accelerator(
-        # Steps are counted here, not at the end of the data: every optimizer step gets exactly this many batches.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
-        mixed_precision=mixed_precision, project_dir=str(output),
-        log_with=None if config.report_to == "none" else config.report_to)
+    kwargs = accelerator_kwargs(config)
+    mixed_precision = kwargs["mixed_precision"]
+    accelerator = Accelerator(**kwargs)
+    if accelerator.state.deepspeed_plugin is not None:
+        give_deepspeed_the_recipe(accelerator.state.deepspeed_plugin.deepspeed_config, config)
     set_seed(config.seed)
 
     dataset = load_qg_dataset(config.dataset, "pairs")
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.model_revision)
     train_groups, stats = _groups(dataset["train"], tokenizer, config)
     eval_rows = dataset["validation"].select(range(min(config.max_eval_samples, len(dataset["validation"]))))
     eval_groups, _ = _groups(eval_rows, tokenizer, config)
@@ -304,7 +411,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     accelerator.init_trackers("qg", config={k: str(v) for k, v in asdict(config).items()})
     accelerator.print(f"train: {stats.questions} questions in {len(train_groups)} groups "
                       f"({stats.truncated_contexts} truncated contexts, {stats.dropped_long_questions} questions over "
-                      f"{config.max_question_tokens} tokens dropped); {total_steps} optimizer steps")
+                      f"{config.max_question_tokens} tokens dropped); {total_steps} optimizer steps on "
+                      f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}")
 
     batches = accelerator.skip_first_batches(train_loader, state["step"] * config.gradient_accumulation_steps)
     batch_iter = iter(batches)

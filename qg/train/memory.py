@@ -423,7 +423,10 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise UserError(f"cannot read the size {text!r}: write a number and a unit, e.g. 24GB (10^9 bytes) or "
                         f"24GiB (2^30 bytes)")
-    return round(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    size = round(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if size <= 0:
+        raise UserError(f"the GPU size {text!r} must be more than 0 bytes, e.g. 24GB")
+    return size
 
 
 def _labels(estimate: MemoryEstimate) -> dict[str, str]:
@@ -484,8 +487,9 @@ def main(argv: list[str] | None = None) -> None:
     planner.add_argument("--gpu-memory", default="24GB")
     planner.add_argument("--json", action="store_true")
     flags, recipe_argv = planner.parse_known_args(argv)
+    gpu_memory = parse_size(flags.gpu_memory)
     config, _ = parse_config(TrainConfig, recipe_argv, description=_PLANNER_HELP)
-    estimate = estimate_memory(config, parse_size(flags.gpu_memory))
+    estimate = estimate_memory(config, gpu_memory)
     if flags.json:
         print(json.dumps(estimate_to_json(estimate), indent=2))
         return
