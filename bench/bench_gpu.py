@@ -35,13 +35,21 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
-from transformers import (AutoTokenizer, DataCollatorForSeq2Seq, LlamaForCausalLM, PrinterCallback, Trainer,
-                          TrainerCallback, TrainingArguments)
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    LlamaForCausalLM,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from qg.config import parse_config
 from qg.data.korquad import SAMPLE_DIR, parse_korquad, read_korquad_json
@@ -274,8 +282,8 @@ def run_generation(bench: Bench, model, tokenizer, contexts: list[str]) -> list[
     model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = [encode_prompt(tokenizer, context).input_ids for context in contexts]
-    decoding = dict(do_sample=True, temperature=0.8, top_p=0.95, top_k=0, max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens, eos_token_id=end_of_turn_id(tokenizer), pad_token_id=pad)
+    decoding = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 0, "max_new_tokens": new_tokens,
+                "min_new_tokens": new_tokens, "eos_token_id": end_of_turn_id(tokenizer), "pad_token_id": pad}
 
     def prefilled():
         return PrefilledPrompts(model, prompts, pad).generate([QUESTIONS_PER_PARAGRAPH] * len(prompts), **decoding)
@@ -297,6 +305,24 @@ def run_generation(bench: Bench, model, tokenizer, contexts: list[str]) -> list[
         rows.append(Row(name, questions_per_second=QUESTIONS_PER_PARAGRAPH * len(prompts)
                         / (time.perf_counter() - start), note=f"{new_tokens} new tokens each"))
     return rows
+
+
+def run_recipe(bench: Bench, recipe_name: str, rows: list[dict], groups, collate) -> Row:
+    """A few steps of an EXAONE recipe as written (its micro-batch, accumulation, checkpointing): peak vs planner."""
+    recipe, _ = parse_config(TrainConfig, ["--config", str(REPO / "configs" / f"{recipe_name}.yaml")])
+    if bench.args.tiny:
+        recipe = replace(recipe, batch_tokens=recipe.batch_tokens // 8)
+    attn = bench.device.flex if recipe.attn_implementation == "flex_attention" else recipe.attn_implementation
+    row = run_loop(bench, f"recipe {recipe_name}", groups(rows, recipe.shared_context, recipe.batch_tokens), [],
+                   collate if recipe.shared_context else flattening_collator, recipe.batch_tokens, attn,
+                   accumulation=recipe.gradient_accumulation_steps,
+                   gradient_checkpointing=recipe.gradient_checkpointing, steps=2)
+    planned = bench.planned_gib(batch_tokens=recipe.batch_tokens, shared_context=recipe.shared_context,
+                                attn_implementation=recipe.attn_implementation,
+                                gradient_checkpointing=recipe.gradient_checkpointing)
+    checkpointing = "gradient checkpointing" if recipe.gradient_checkpointing else "no checkpointing"
+    return replace(row, planned_gib=planned,
+                   note=f"{recipe.batch_tokens} tokens x {recipe.gradient_accumulation_steps}, {checkpointing}")
 
 
 def guarded(name: str, run) -> list[Row]:
@@ -408,20 +434,8 @@ def main() -> None:
         contexts = list(dict.fromkeys(r["context"] for r in rows))[:args.paragraphs]
         generation_model = getattr(bench, "last_model", None)
         for recipe_name in RECIPES:
-            recipe, _ = parse_config(TrainConfig, ["--config", str(REPO / "configs" / f"{recipe_name}.yaml")])
-            if args.tiny:
-                recipe = replace(recipe, batch_tokens=recipe.batch_tokens // 8)
-            attn = device.flex if recipe.attn_implementation == "flex_attention" else recipe.attn_implementation
-            name = f"recipe {recipe_name}"
-            table += guarded(name, lambda: replace(run_loop(
-                bench, name, groups(rows, True, recipe.batch_tokens), [], block, recipe.batch_tokens, attn,
-                accumulation=recipe.gradient_accumulation_steps,
-                gradient_checkpointing=recipe.gradient_checkpointing, steps=2),
-                planned_gib=bench.planned_gib(batch_tokens=recipe.batch_tokens, shared_context=True,
-                                              attn_implementation=recipe.attn_implementation,
-                                              gradient_checkpointing=recipe.gradient_checkpointing),
-                note=f"{recipe.batch_tokens} tokens x {recipe.gradient_accumulation_steps}, gradient checkpointing"))
-            print(f"  {name} done at {time.perf_counter() - began:.0f} s", flush=True)
+            table += guarded(f"recipe {recipe_name}", partial(run_recipe, bench, recipe_name, rows, groups, block))
+            print(f"  recipe {recipe_name} done at {time.perf_counter() - began:.0f} s", flush=True)
         bench.last_model = None
         if generation_model is None:
             generation_model = bench.model("sdpa")
