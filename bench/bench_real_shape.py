@@ -29,7 +29,7 @@ import torch
 import transformers
 
 from qg.data.korquad import parse_korquad, read_korquad_json
-from qg.generate import QuestionGenerator
+from qg.generate import QuestionGenerator, TransformersEngine
 from qg.models.exaone import convert_exaone_checkpoint
 from qg.models.loading import load_tokenizer
 from qg.models.tiny import EXAONE_3_5_2_4B_CONFIG, write_random_exaone
@@ -106,7 +106,7 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad()
         with stage(f"one generation call (2 questions, {args.max_new_tokens} new tokens)", rows):
-            generated = QuestionGenerator(model, tokenizer, config.max_context_tokens).generate(
+            generated = QuestionGenerator(TransformersEngine(model, tokenizer), config.max_context_tokens).generate(
                 [qa_rows[0]["context"]], num_questions=2, max_new_tokens=args.max_new_tokens, max_rounds=1)
     print(f"\nloss {float(loss.detach()):.4f} (ln 102,400 = 11.54); generated {len(generated[0].questions)} accepted "
           f"questions, rejected {dict(generated[0].rejected)}\n")
