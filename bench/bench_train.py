@@ -12,12 +12,12 @@ CPU. Data: real KorQuAD 1.0 dev paragraphs, built into a dataset by our builder 
 hub_dataset/sample/dev.json as the test source, so the no-leak rule keeps them), --max-train-samples questions.
 The default is ~20 paragraphs: with the real vocabulary the LM head (64 x 102,400) is ~90% of the tiny model's
 work at every position, about 1 ms per token on 2 cores, so more paragraphs no longer fit in minutes.
-Every method: one epoch, one micro-batch per optimizer step with the same mean number of questions (fairness: at
-one token budget, shared context would take ~4x fewer, larger steps, and "faster" could mean "fewer updates"),
-AdamW, the same lr, cosine schedule without warm-up, grad-norm clip 1.0, seed 0; the loss is on the question +
-end-of-turn token only. --batch-tokens is the packed methods' budget; the shared-context methods get it scaled by
-their tokens per question over packing's, so that a step holds as many questions.
-  1. Trainer: random batches of --batch-tokens // (mean example length) examples, padded (labels with -100).
+Every method: one epoch in as many optimizer steps as packing takes at --batch-tokens, one micro-batch per step,
+so the same mean number of questions per step (fairness: at one token budget, shared context would take ~4x
+fewer, larger steps, and "faster" could mean "fewer updates"), AdamW, the same lr, cosine schedule without
+warm-up, grad-norm clip 1.0, seed 0; the loss is on the question + end-of-turn token only. The shared-context
+methods get the smallest token budget that packs their epoch into that many micro-batches.
+  1. Trainer: random batches of (questions / packing's steps) examples, padded (labels with -100).
   2. SFTTrainer: pre-tokenised input_ids + completion_mask, completion_only_loss=True, packing=True with the "bfd"
      strategy (which makes it padding-free), max_length = --batch-tokens, one packed row per micro-batch.
   3. qg.train.loop.train, shared_context=False: padding-free packing of (paragraph, question) examples.
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -62,8 +63,8 @@ from qg.data.korquad import read_korquad_json
 from qg.models.loading import load_tokenizer
 from qg.models.tiny import build_tiny_exaone
 from qg.prompt import IGNORE_INDEX, end_of_turn_id
-from qg.train.config import TrainConfig
 from qg.train import loop
+from qg.train.config import TrainConfig
 from qg.train.loop import evaluate_loss, labelled_tokens, load_model, train
 from qg.train.loss import full_logits_token_loss, summed_token_loss
 from qg.train.packing import Group, SharedContextCollator, build_groups, flattening_collator, pack_groups
@@ -276,6 +277,23 @@ def groups_of(rows, tokenizer, config: TrainConfig, shared_context: bool) -> lis
     return groups
 
 
+def shared_budget_for(rows, tokenizer, config: TrainConfig, steps: int) -> int:
+    """The smallest shared-context token budget whose epoch (train.py's shuffle) packs into at most `steps`
+    micro-batches: shared context then takes as many optimizer steps as packing, with as many questions each."""
+    def micro_batches(budget: int) -> int:
+        groups = groups_of(rows, tokenizer, replace(config, batch_tokens=budget), True)
+        return len(pack_groups(groups, budget, seed=config.seed))
+
+    low, high = 1, sum(g.num_tokens for g in groups_of(rows, tokenizer, config, True))
+    while low < high:
+        middle = (low + high) // 2
+        if micro_batches(middle) <= steps:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def build_data(work: Path, max_train_samples: int) -> tuple[Path, Path]:
     model_dir = build_tiny_exaone(work / "tiny-exaone", tokenizer_dir=TOKENIZER_DIR)
     dataset_dir = work / "dataset"
@@ -319,6 +337,7 @@ def print_table(results: dict[str, Result]) -> None:
 
     packing, full_logits, shared, loader = (results[name] for name in METHODS[2:])
     initial = [r.initial_loss for r in results.values()]
+    per_step = [r.questions / r.steps for r in results.values()]
     checks = [
         (f"train.py packing real tokens/s >= 1.5x Trainer: {real_tps(packing) / real_tps(base):.2f}x "
          f"(tokens processed/s incl. padding: {packing.tokens / packing.seconds / (base.tokens / base.seconds):.2f}x)",
@@ -331,10 +350,8 @@ def print_table(results: dict[str, Result]) -> None:
         (f"train.py shared questions/s >= 2x SFTTrainer: {qps(shared) / qps(sft):.2f}x", qps(shared) >= 2 * qps(sft)),
         (f"train.py shared questions/s >= 2x its full-logits run: {qps(shared) / qps(full_logits):.2f}x",
          qps(shared) >= 2 * qps(full_logits)),
-        (f"same questions per optimizer step: {min(r.questions / r.steps for r in results.values()):.1f} to "
-         f"{max(r.questions / r.steps for r in results.values()):.1f} (within 20%)",
-         max(r.questions / r.steps for r in results.values()) <= 1.2 * min(r.questions / r.steps
-                                                                          for r in results.values())),
+        (f"same questions per optimizer step: {min(per_step):.1f} to {max(per_step):.1f} (within 20%)",
+         max(per_step) <= 1.2 * min(per_step)),
         (f"same objective: initial-model losses agree, max difference {max(initial) - min(initial):.2e} (< 1e-5)",
          max(initial) - min(initial) < 1e-5),
     ]
@@ -380,10 +397,10 @@ def main() -> None:
                              report_to="none")
         rows = load_qg_dataset(str(dataset_dir))["train"]
         check_rows = rows.select(range(min(args.check_questions, len(rows))))
-        # As many questions per shared-context micro-batch as per packed one: the budget scaled by tokens/question.
-        packed_groups, whole_paragraphs = (groups_of(rows, tokenizer, config, shared) for shared in (False, True))
-        shared_config = replace(config, shared_context=True, batch_tokens=round(
-            args.batch_tokens * sum(g.num_tokens for g in whole_paragraphs) / sum(g.num_tokens for g in packed_groups)))
+        # Every method takes as many optimizer steps per epoch as packing, so as many questions per step.
+        steps = len(pack_groups(groups_of(rows, tokenizer, config, False), config.batch_tokens, seed=config.seed))
+        shared_config = replace(config, shared_context=True,
+                                batch_tokens=shared_budget_for(rows, tokenizer, config, steps))
         configs = {False: config, True: shared_config}
         train_groups = {shared: groups_of(rows, tokenizer, configs[shared], shared) for shared in (False, True)}
         check_groups = {shared: groups_of(check_rows, tokenizer, configs[shared], shared) for shared in (False, True)}
@@ -391,12 +408,12 @@ def main() -> None:
         examples = [example for group in train_groups[False] for example in group.examples()]
         check = [example for group in check_groups[False] for example in group.examples()]
         mean_length = sum(len(e["input_ids"]) for e in examples) / len(examples)
-        batch_size = max(1, int(args.batch_tokens // mean_length))
+        batch_size = math.ceil(len(examples) / steps)
         paragraphs = len(set(rows["context"]))
         print(f"data: {len(examples)} questions on {paragraphs} KorQuAD dev paragraphs, mean example "
-              f"{mean_length:.0f} tokens (prompt + question + end of turn); Trainer batch {batch_size} examples "
-              f"= {args.batch_tokens} // {mean_length:.0f}; shared-context micro-batches of "
-              f"{shared_config.batch_tokens} tokens (as many questions); check set {len(check)} questions\n")
+              f"{mean_length:.0f} tokens (prompt + question + end of turn); {steps} optimizer steps per epoch: "
+              f"packing at {args.batch_tokens} tokens, shared context at {shared_config.batch_tokens}, Trainer "
+              f"batches of {batch_size} examples; check set {len(check)} questions\n")
 
         runs = {
             METHODS[0]: lambda out, steps: run_padded_trainer(config, tokenizer, examples, batch_size, check, out,

@@ -250,9 +250,9 @@ def test_the_table_reads_the_recipe_and_says_what_gradient_checkpointing_would_g
     total = next(line for line in out.splitlines() if line.startswith("total "))
     assert float(total.split()[-1]) == round(plain.total / memory.GIB, 2)
     assert "verdict: does not fit" in out
-    # The default GPU is 24GB; the line's verdict is the checkpointed estimate's own.
-    verdict = "fits" if checkpointed.total <= 24 * 10**9 else "still over"
-    assert f"with --gradient_checkpointing true: {checkpointed.total / memory.GIB:.2f} GiB ({verdict})" in out
+    # With the loss at labelled positions only, checkpointing alone brings Gemma-3-1B full fine-tuning under 24 GB.
+    assert checkpointed.total <= memory.parse_size("24GB")
+    assert f"with --gradient_checkpointing true: {checkpointed.total / memory.GIB:.2f} GiB (fits)" in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [

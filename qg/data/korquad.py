@@ -119,8 +119,8 @@ def load_korquad_from_hub(repo_id: str = KORQUAD_HUB_ID) -> tuple[KorQuADSource,
     The repository's own parquet files when it has them; while it holds only a loading script (which datasets no
     longer runs: "Dataset scripts are no longer supported"), the Hub's parquet conversion of it.
     """
-    # Imported here: the Space's copy of qg/ reaches this module (for SAMPLE_DIR, through qg.models.tiny) without
-    # `datasets` installed.
+    # Here, not at the top: the models, training and generation modules import this one (SAMPLE_DIR, parsing),
+    # and so do the Space's copy of qg/ and bench/bench_gpu.py, which have no `datasets`.
     import datasets
     from datasets.exceptions import DatasetsError
 
