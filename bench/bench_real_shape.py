@@ -1,7 +1,7 @@
 """EXAONE-3.5-2.4B's real shape on CPU: random weights in the original format, our converter, one shared-context
 LoRA optimizer step on real KorQuAD paragraphs and one generation call, with time and peak memory per stage.
 
-    nice python bench/bench_real_shape.py                     # ~10 minutes on 2 cores, peak ~8 GiB
+    nice python bench/bench_real_shape.py                     # ~3-6 minutes on 2 cores, peak RSS ~11 GiB
     nice python bench/bench_real_shape.py --paragraphs 2 --questions 3
 
 The checkpoint has EXAONE-3.5-2.4B-Instruct's exact config.json (hidden 2560, 30 layers, 32 / 8 heads, head_dim 80,
