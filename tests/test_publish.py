@@ -353,9 +353,13 @@ def test_space_is_a_docker_space_whose_card_names_the_published_repos(staged):
 
 
 STAGED_APP_DRIVER = """
-import json, sys
+import json, sys, time
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file("app.py", default_timeout=240).run()
+deadline = time.monotonic() + 240
+while any(c.value.startswith("\N{HOURGLASS WITH FLOWING SAND}") for c in at.caption) and time.monotonic() < deadline:
+    time.sleep(0.1)  # the model loads in a background thread; the page says so until it is ready
+    at.run()
 assert not at.exception, at.exception
 at.button[0].click().run()
 assert not at.exception, at.exception
@@ -402,7 +406,8 @@ def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monke
     assert {name for name in space_files if name.startswith("qg/")} == {
         "qg/__init__.py", "qg/cli.py", "qg/io.py", "qg/prompt.py", "qg/quality.py", "qg/generate.py",
         "qg/text.py", "qg/data/__init__.py", "qg/data/korquad.py", "qg/models/__init__.py", "qg/models/exaone.py",
-        "qg/models/loading.py", "qg/models/tiny.py"}  # what app.py imports, directly or not
+        "qg/models/loading.py", "qg/models/tiny.py", "qg/serving/__init__.py", "qg/serving/ctranslate2.py",
+        "qg/serving/export.py", "qg/serving/openai.py"}  # what app.py imports, directly or not
     manifest = (staging / "manifest.json").read_text()
     assert not [p for p in staging.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
     assert all(f'"{name}"' not in manifest for name in ("secrets.toml", ".env", "x.py~", ".streamlit"))
