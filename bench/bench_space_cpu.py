@@ -12,6 +12,12 @@ so every question runs to 32 tokens: the full work of one round, the same on bot
 Each side runs in its own process (its peak RSS is that process's ru_maxrss), one after the other, in this one run:
 the int8 conversion, the CTranslate2 request, the transformers fp32 request (QuestionGenerator.from_pretrained on
 CPU, which is what the Space did before). Target (issue 14): <= 30 s for the CTranslate2 request on 2 cores.
+
+Measured on this 2-core machine (shared with other jobs, so seconds vary run to run), 2026-12-02:
+    load average ~4:  CTranslate2 int8 3.4 s load, 43.7 s request, 4.1 GiB | transformers fp32 8.7 s, 284.8 s, 13.9 GiB
+    load average ~2:  CTranslate2 int8 5.5 s load, 32.8 s request, 4.1 GiB | transformers fp32 5.9 s, 70.5 s, 13.9 GiB
+    int8 conversion 40-44 s, peak RSS 4.8-4.9 GiB. Of the CTranslate2 request, the prefill was ~7 s and each of the
+    32 decoding steps for 5 hypotheses ~0.6-1.2 s. CT2_USE_MKL=1 was ~10x slower on this AMD CPU; AVX512 no faster.
 """
 
 from __future__ import annotations
