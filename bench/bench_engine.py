@@ -93,7 +93,9 @@ def bench_engine(paragraphs: list[str], max_new_tokens: int, folder: Path) -> li
                     remote = QuestionGenerator.from_engine_url(url, str(model_dir), str(model_dir), timeout=600)
                     rows.append((label, side, paragraphs_per_second(remote, paragraphs, max_new_tokens)))
             except Exception as err:  # noqa: BLE001 - a mode this transformers or CPU lacks is reported, not fatal
-                rows.append((label, side, f"failed: {' '.join(str(err).split())[:160]}"))
+                said = [line for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+                rows.append((label, side, f"failed: {' '.join(str(err).split())[:160]}"
+                                          f"{'; server log: ' + said[-1][:200] if said else ''}"))
     return rows
 
 
