@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     artefacts["adapter"] = train(config)
 
     print("[4/6] evaluation on the test split, with the base model beside it", flush=True)
-    from qg.eval.runner import EvalSettings, evaluate
+    from qg.eval.config import EvalConfig
+    from qg.eval.runner import evaluate
 
     artefacts["evaluation"] = out / "eval"
-    evaluate(EvalSettings(model=str(artefacts["adapter"]), base=None, dataset=str(artefacts["dataset"]),
-                          split="test", mode="agnostic", num_questions=5, max_samples=None, compare_base=True,
-                          temperature=0.8, top_p=0.95, max_new_tokens=48, seed=0, batch_size=8),
-             artefacts["evaluation"])
+    # Every decoding setting is EvalConfig's default, which is QuestionGenerator's: the demo samples as the product.
+    evaluate(EvalConfig(model=str(artefacts["adapter"]), dataset=str(artefacts["dataset"]),
+                        output_dir=str(artefacts["evaluation"]), compare_base=True))
 
     print("[5/6] model card, [6/6] staged publish (--offline: what would be uploaded)", flush=True)
     from qg.hub.publish import Repos, publish

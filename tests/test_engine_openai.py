@@ -281,3 +281,18 @@ def test_qg_generate_through_the_engine_url_writes_what_the_local_model_writes(s
     local = outputs["local"].read_text(encoding="utf-8")
     assert outputs["remote"].read_text(encoding="utf-8") == local
     assert len(local.splitlines()) == 1 + len(CONTEXTS) and json.loads(local.splitlines()[0])["questions"]
+
+
+def test_qg_generate_with_an_engine_that_is_down_is_one_line_and_keeps_nothing_half_written(tmp_path, capsys):
+    from qg.serving import batch
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"text": CONTEXTS[0]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with pytest.raises(SystemExit) as exit_info:
+        batch.main([str(corpus), "--model", TINY_MODEL, "--engine-url", url, "--engine-timeout", "5",
+                    "--output", str(tmp_path / "out.jsonl")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]  # past the bar
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: cannot reach the engine at {url}") and "the same command continues" in err[0]
+    assert not (tmp_path / "out.jsonl").exists()

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qg.cli import UserError, command, one_line
-from qg.generate import QuestionGenerator
+from qg.generate import EngineError, QuestionGenerator
 from qg.io import atomic_file
 from qg.serving.model_info import PROMPT_VERSION, revision
 from qg.serving.options import add_generator_arguments, load_generator
@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{len(done)} paragraphs are kept in {partial}: the same command continues from there",
                   file=sys.stderr)
         raise
+    except EngineError as err:  # a serving engine down, slow or failing: what is done is kept, as on Ctrl-C
+        raise UserError(f"{err}; {len(done)} paragraphs are kept in {partial}, and the same command continues "
+                        "from there") from None
     if state.is_main_process:
         records = [{k: v for k, v in done[i].items() if k != "row"} if i in done else error_record(row, EMPTY_TEXT)
                    for i, row in enumerate(rows)]
