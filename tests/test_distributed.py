@@ -33,7 +33,8 @@ from qg.train.loop import accelerator_kwargs, give_deepspeed_the_recipe, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "hub_dataset" / "sample"
-RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
+# Training recipes; eval-*.yaml are qg-evaluate's (qg.eval.config).
+RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("eval-"))
 ACCELERATE_CONFIGS = sorted((RECIPES_DIR / "accelerate").glob("*.yaml"))
 SMALL = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
          "head_dim": 16, "intermediate_size": 128, "vocab_size": 256}
