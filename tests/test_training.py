@@ -224,3 +224,15 @@ def test_shared_context_reaches_the_same_validation_loss_with_fewer_tokens(sampl
     assert final[True]["tokens"] < final[False]["tokens"] / 2
     # Different batches give different trajectories, but the same objective: the validation losses agree.
     assert abs(final[True]["eval_loss"] - final[False]["eval_loss"]) < 0.05 * final[False]["eval_loss"]
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused(sample_dataset, tmp_path):
+    """As for evaluation: while a run holds its output folder, another into it stops before writing anything."""
+    from qg.config import parse_config
+    from qg.io import folder_lock
+
+    output = tmp_path / "run"
+    config, _ = parse_config(TrainConfig, smoke_args(sample_dataset, output, "--max_steps", "1"))
+    with folder_lock(output), pytest.raises(UserError, match="is in use by another run"):
+        train(config)
+    assert list(output.iterdir()) == []

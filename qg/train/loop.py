@@ -16,6 +16,7 @@ One loop for one CPU core and many GPUs: `accelerate launch` chooses DDP, FSDP o
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -39,7 +40,7 @@ from transformers import get_scheduler
 from qg.cli import UserError, command, one_line
 from qg.config import config_to_yaml, parse_config
 from qg.data.build import load_qg_dataset
-from qg.io import atomic_dir, atomic_write_text, is_hub_id
+from qg.io import atomic_dir, atomic_write_text, folder_lock, is_hub_id
 from qg.models.loading import load_base, load_tokenizer
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import end_of_turn_id
@@ -399,78 +400,81 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     # Not `prepare`d: a prepared scheduler steps once per process per step; this one steps once per optimizer step.
     accelerator.register_for_checkpointing(scheduler)
 
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output / "train_config.yaml", config_to_yaml(config))
-    state = {"step": 0, "tokens": 0, "best_eval_loss": None}
-    if resume and _checkpoints(output):
-        last = output / CHECKPOINTS / f"step-{_checkpoints(output)[-1]}"
-        accelerator.load_state(str(last))
-        state = json.loads((last / "trainer_state.json").read_text())
-    log = RunLog(output / "train_log.jsonl", accelerator, state["step"])
-    accelerator.init_trackers("qg", config={k: str(v) for k, v in asdict(config).items()})
-    accelerator.print(f"train: {stats.questions} questions in {len(train_groups)} groups "
-                      f"({stats.truncated_contexts} truncated contexts, {stats.dropped_long_questions} questions over "
-                      f"{config.max_question_tokens} tokens dropped); {total_steps} optimizer steps on "
-                      f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}")
+    # One training per folder at a time, as for evaluation: the main process holds the folder (`qg.io.folder_lock`).
+    with folder_lock(output) if accelerator.is_main_process else contextlib.nullcontext():
+        if accelerator.is_main_process:
+            atomic_write_text(output / "train_config.yaml", config_to_yaml(config))
+        state = {"step": 0, "tokens": 0, "best_eval_loss": None}
+        if resume and _checkpoints(output):
+            last = output / CHECKPOINTS / f"step-{_checkpoints(output)[-1]}"
+            accelerator.load_state(str(last))
+            state = json.loads((last / "trainer_state.json").read_text())
+        log = RunLog(output / "train_log.jsonl", accelerator, state["step"])
+        accelerator.init_trackers("qg", config={k: str(v) for k, v in asdict(config).items()})
+        accelerator.print(f"train: {stats.questions} questions in {len(train_groups)} groups "
+                          f"({stats.truncated_contexts} truncated contexts, {stats.dropped_long_questions} "
+                          f"questions over {config.max_question_tokens} tokens dropped); {total_steps} optimizer "
+                          "steps on "
+                          f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}")
 
-    batches = accelerator.skip_first_batches(train_loader, state["step"] * config.gradient_accumulation_steps)
-    batch_iter = iter(batches)
-    progress = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step",
-                    disable=not accelerator.is_local_main_process)
-    model.train()
-    end_of_turn = end_of_turn_id(tokenizer)  # one per question: counts questions trained
-    window = torch.zeros(4, dtype=torch.float64)  # summed loss, labelled tokens, all tokens, questions
-    window_start = time.perf_counter()
-    while state["step"] < total_steps:
-        micro = [next(batch_iter) for _ in range(config.gradient_accumulation_steps)]
-        local = torch.tensor(sum(labelled_tokens(b) for b in micro), device=accelerator.device)
-        step_labelled = int(accelerator.reduce(local, reduction="sum"))
-        for batch in micro:
-            with accelerator.accumulate(model):
-                summed = summed_token_loss(model, batch)
-                # Token-level mean over the whole optimizer step on all processes: `backward` divides by the
-                # accumulation steps and DDP averages over processes, so both are multiplied back in.
-                loss = summed * config.gradient_accumulation_steps * accelerator.num_processes / max(step_labelled, 1)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    if config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-            window += torch.tensor([float(summed.detach()), labelled_tokens(batch), batch["input_ids"].numel(),
-                                    int((batch["labels"] == end_of_turn).sum())])
-        state["step"] += 1
-        progress.update(1)
-        step = state["step"]
-        eval_now = config.eval_steps > 0 and (step % config.eval_steps == 0 or step == total_steps)
-        if step % config.logging_steps == 0 or eval_now or step == total_steps:
-            summed_loss, labelled, tokens, questions = accelerator.reduce(
-                window.to(accelerator.device), reduction="sum").tolist()
-            elapsed = time.perf_counter() - window_start
-            state["tokens"] += int(tokens)
-            record = {"step": step, "loss": summed_loss / labelled, "lr": scheduler.get_last_lr()[0],
-                      "tokens": state["tokens"], "tokens_per_second": tokens / elapsed,
-                      "questions_per_second": questions / elapsed}
-            if eval_now:
-                record["eval_loss"] = evaluate_loss(model, eval_batches, accelerator.device)
-                if state["best_eval_loss"] is None or record["eval_loss"] < state["best_eval_loss"]:
-                    state["best_eval_loss"] = record["eval_loss"]
-                    save_model(model, tokenizer, accelerator, output / "best")
-            log.write(record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}")
-            window.zero_()
-            window_start = time.perf_counter()
-        if config.save_steps > 0 and step % config.save_steps == 0 and step < total_steps:
-            save_checkpoint(accelerator, output, step, state)
-    progress.close()
+        batches = accelerator.skip_first_batches(train_loader, state["step"] * config.gradient_accumulation_steps)
+        batch_iter = iter(batches)
+        progress = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step",
+                        disable=not accelerator.is_local_main_process)
+        model.train()
+        end_of_turn = end_of_turn_id(tokenizer)  # one per question: counts questions trained
+        window = torch.zeros(4, dtype=torch.float64)  # summed loss, labelled tokens, all tokens, questions
+        window_start = time.perf_counter()
+        while state["step"] < total_steps:
+            micro = [next(batch_iter) for _ in range(config.gradient_accumulation_steps)]
+            local = torch.tensor(sum(labelled_tokens(b) for b in micro), device=accelerator.device)
+            step_labelled = int(accelerator.reduce(local, reduction="sum"))
+            for batch in micro:
+                with accelerator.accumulate(model):
+                    summed = summed_token_loss(model, batch)
+                    # Token-level mean over the whole optimizer step on all processes: `backward` divides by the
+                    # accumulation steps and DDP averages over processes, so both are multiplied back in.
+                    loss = (summed * config.gradient_accumulation_steps * accelerator.num_processes
+                            / max(step_labelled, 1))
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        if config.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                window += torch.tensor([float(summed.detach()), labelled_tokens(batch), batch["input_ids"].numel(),
+                                        int((batch["labels"] == end_of_turn).sum())])
+            state["step"] += 1
+            progress.update(1)
+            step = state["step"]
+            eval_now = config.eval_steps > 0 and (step % config.eval_steps == 0 or step == total_steps)
+            if step % config.logging_steps == 0 or eval_now or step == total_steps:
+                summed_loss, labelled, tokens, questions = accelerator.reduce(
+                    window.to(accelerator.device), reduction="sum").tolist()
+                elapsed = time.perf_counter() - window_start
+                state["tokens"] += int(tokens)
+                record = {"step": step, "loss": summed_loss / labelled, "lr": scheduler.get_last_lr()[0],
+                          "tokens": state["tokens"], "tokens_per_second": tokens / elapsed,
+                          "questions_per_second": questions / elapsed}
+                if eval_now:
+                    record["eval_loss"] = evaluate_loss(model, eval_batches, accelerator.device)
+                    if state["best_eval_loss"] is None or record["eval_loss"] < state["best_eval_loss"]:
+                        state["best_eval_loss"] = record["eval_loss"]
+                        save_model(model, tokenizer, accelerator, output / "best")
+                log.write(record)
+                progress.set_postfix(loss=f"{record['loss']:.3f}")
+                window.zero_()
+                window_start = time.perf_counter()
+            if config.save_steps > 0 and step % config.save_steps == 0 and step < total_steps:
+                save_checkpoint(accelerator, output, step, state)
+        progress.close()
 
-    save_model(model, tokenizer, accelerator, output / FINAL)
-    if accelerator.is_main_process:
-        _move_final_to_top(output)
-        plot_loss_curve(log.records(), output / "loss_curve.png")
-    accelerator.end_training()
+        save_model(model, tokenizer, accelerator, output / FINAL)
+        if accelerator.is_main_process:
+            _move_final_to_top(output)
+            plot_loss_curve(log.records(), output / "loss_curve.png")
+        accelerator.end_training()
     return output
 
 
