@@ -102,6 +102,19 @@ def _copies_context_sentence(question: str, context: str) -> bool:
     return False
 
 
+# Reason codes of `rejection_reason`, as they appear in counts, metrics.json and the Space's labels.
+EMPTY = "empty"
+BROKEN_TEXT = "broken_text"
+ROLE_TAG = "role_tag"
+MARKDOWN = "markdown"
+REPETITION = "repetition"
+NO_HANGUL = "no_hangul"
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+CONTEXT_COPY = "context_copy"
+REASONS = (EMPTY, BROKEN_TEXT, ROLE_TAG, MARKDOWN, REPETITION, NO_HANGUL, TOO_SHORT, TOO_LONG, CONTEXT_COPY)
+
+
 # U+FFFD appears when generation stops inside a multi-byte character; control characters are never in a question.
 _BROKEN_TEXT = re.compile(r"[\ufffd\x00-\x08\x0b-\x1f\x7f]")
 
@@ -117,21 +130,21 @@ def rejection_reason(question: str, context: str, max_chars: int = 120) -> str |
     """
     text = question.strip()
     if not text:
-        return "empty"
+        return EMPTY
     if _BROKEN_TEXT.search(text):
-        return "broken_text"
+        return BROKEN_TEXT
     if _ROLE_TAG.search(text):
-        return "role_tag"
+        return ROLE_TAG
     if _MARKDOWN.search(text):
-        return "markdown"
+        return MARKDOWN
     if _has_repeated_line(text) or _CHARACTER_LOOP.search(text) or _has_token_loop(text.split()):
-        return "repetition"
+        return REPETITION
     if not _HANGUL.search(text):
-        return "no_hangul"
+        return NO_HANGUL
     if len(_HANGUL_SYLLABLE.findall(text)) < MIN_HANGUL_SYLLABLES:
-        return "too_short"
+        return TOO_SHORT
     if len(text) > max_chars:
-        return "too_long"
+        return TOO_LONG
     if _copies_context_sentence(text, context):
-        return "context_copy"
+        return CONTEXT_COPY
     return None

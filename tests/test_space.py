@@ -349,3 +349,15 @@ def test_space_card_matches_the_pinned_requirements_the_dockerfile_and_the_app()
     assert card.models[0] == adapter == card.preload_from_hub[0]  # publishing names the real repos in all three
     assert card.title and card.emoji and card.datasets and card.suggested_hardware
     assert 0 < len(card.short_description) <= 60  # the Hub's limit
+
+
+def test_every_rejection_reason_has_a_label_on_the_page():
+    """A reason code added to qg.quality or qg.generate without a label would reach visitors as a bare code."""
+    import qg.generate
+    import qg.quality
+
+    [labels] = [node.value for node in ast.parse(APP.read_text()).body
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "REJECTION_LABELS"]
+    # The keys are the constants app.py imports: their values, looked up where they are defined.
+    codes = {getattr(qg.quality, key.id, None) or getattr(qg.generate, key.id) for key in labels.keys}
+    assert codes == {*qg.quality.REASONS, qg.generate.NO_EOS, qg.generate.DUPLICATE}

@@ -24,6 +24,8 @@ import torch
 
 from qg.cli import UserError
 from qg.generate import DUPLICATE, NO_EOS, QuestionGenerator
+from qg.quality import (BROKEN_TEXT, CONTEXT_COPY, EMPTY, MARKDOWN, NO_HANGUL, REPETITION, ROLE_TAG, TOO_LONG,
+                        TOO_SHORT)
 
 # The published Space sets QG_MODEL (a Space variable) to its adapter; this default is README.md's first model.
 PUBLISHED_ADAPTER = "ORG/exaone-3.5-2.4b-korquad-qg-lora"
@@ -65,15 +67,15 @@ EXAMPLES = {
 REJECTION_LABELS = {
     NO_EOS: "길이 제한까지 끝맺지 못함 (no end of turn)",
     DUPLICATE: "앞의 질문과 거의 같음 (near-duplicate)",
-    "empty": "빈 출력 (empty)",
-    "broken_text": "깨진 글자 포함 (broken characters)",
-    "role_tag": "대화 역할 태그 포함 (role tag such as [|assistant|])",
-    "markdown": "마크다운 기호 포함 (markdown: ###, ```, **)",
-    "repetition": "같은 말 반복 (repetition)",
-    "no_hangul": "한글 없음 (no Hangul)",
-    "too_short": "너무 짧음 (too short)",
-    "too_long": "너무 긺 (too long)",
-    "context_copy": "문단의 문장을 그대로 옮김 (copies a sentence of the paragraph)",
+    EMPTY: "빈 출력 (empty)",
+    BROKEN_TEXT: "깨진 글자 포함 (broken characters)",
+    ROLE_TAG: "대화 역할 태그 포함 (role tag such as [|assistant|])",
+    MARKDOWN: "마크다운 기호 포함 (markdown: ###, ```, **)",
+    REPETITION: "같은 말 반복 (repetition)",
+    NO_HANGUL: "한글 없음 (no Hangul)",
+    TOO_SHORT: "너무 짧음 (too short)",
+    TOO_LONG: "너무 긺 (too long)",
+    CONTEXT_COPY: "문단의 문장을 그대로 옮김 (copies a sentence of the paragraph)",
 }
 
 
