@@ -372,7 +372,7 @@ json.dump({"modules": modules, "model": [c.value for c in at.caption][0], "error
 def test_staged_space_runs_from_its_own_files_with_its_variable(staged, hub_cache, tmp_path):
     """The staged Space, copied on its own and run headless as the Space runs it (app.py from its folder, the Space
     variables in the environment, not this checkout on the path): it loads the published adapter, generates, and
-    every qg module it imports is a staged file; the staged qg modules are exactly those."""
+    every qg module it imports is a staged file, and nothing else is staged but the CPU engine's modules."""
     space = shutil.copytree(staged[0] / "space", tmp_path / "space")
     variables = json.loads((staged[0] / "manifest.json").read_text())["repos"]["space"]["space_variables"]
     env = {**os.environ, **variables, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -383,9 +383,11 @@ def test_staged_space_runs_from_its_own_files_with_its_variable(staged, hub_cach
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["errors"] == [] and out["shown"] > 0 and f"`{MODEL_REPO}`" in out["model"]
-    staged_modules = sorted(p.relative_to(space).as_posix() for p in (space / "qg").rglob("*.py"))
-    assert sorted(Path(m).resolve().relative_to(space.resolve()).as_posix() for m in out["modules"]) == \
-        staged_modules
+    staged_modules = {p.relative_to(space).as_posix() for p in (space / "qg").rglob("*.py")}
+    imported = {Path(m).resolve().relative_to(space.resolve()).as_posix() for m in out["modules"]}
+    # Staged too, as imported inside functions: the CPU engine's modules, which this GPU-or-transformers run skips.
+    assert imported <= staged_modules and staged_modules - imported <= {
+        "qg/serving/__init__.py", "qg/serving/ctranslate2.py", "qg/serving/export.py", "qg/serving/openai.py"}
 
 
 def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monkeypatch, run_dir, eval_dir,

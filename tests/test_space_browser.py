@@ -101,7 +101,8 @@ def space_python(tmp_path_factory) -> Path:
 def staged_space(tmp_path_factory) -> Path:
     """The Space folder as `qg-publish` stages it (app.py, requirements.txt, README.md, a copy of qg/)."""
     out = tmp_path_factory.mktemp("staged") / "space"
-    stage_space(out, model_repo="ORG/exaone-3.5-2.4b-korquad-qg-lora", base_repo=None, dataset_repo="ORG/korquad-qg")
+    stage_space(out, model_repo="ORG/exaone-3.5-2.4b-korquad-qg-lora", base_model="ORG/EXAONE-3.5-2.4B-Instruct-llama",
+                dataset_repo="ORG/korquad-qg")
     (out / "scripted_app.py").write_text(LAUNCHER, encoding="utf-8")
     return out
 
