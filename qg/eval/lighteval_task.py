@@ -5,11 +5,10 @@ One greedy question per (paragraph, answer) of the dataset's `pairs` config, pro
 bleu1-4, rougeL, meteor as QG-Bench computes them, and Korean-aware bleu_morpheme and chrf.
 
 A LoRA adapter is evaluated merged into its base (lighteval's own adapter loader cannot load our EXAONE base, see
-below); `QuestionGenerator.from_pretrained(..., merge=True)` loads the base as everything else here does
-(EXAONE converted to Llama format) and the merged model saves as a plain Llama checkpoint:
+below); `qg-export --merged` folds it into the base, loaded as everything else here loads it (EXAONE converted to
+Llama format), and saves a plain Llama checkpoint:
 
-    python -c "from qg.generate import QuestionGenerator as Q; g = Q.from_pretrained('outputs/adapter', merge=True); \
-g.model.save_pretrained('outputs/merged'); g.tokenizer.save_pretrained('outputs/merged')"
+    qg-export outputs/adapter --merged outputs/merged
 
     QG_LIGHTEVAL_MODEL=outputs/merged QG_LIGHTEVAL_DATASET=ORG/korquad-qg \
     qg-lighteval accelerate \
