@@ -83,3 +83,15 @@ def paragraph_adapter(tmp_path_factory):
     folder = tmp_path_factory.mktemp("paragraph-adapter")
     model.save_pretrained(folder)
     return folder, contexts, questions
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: tiny models run as fast on one, a busy two-core machine ran them 10x slower on
+    two, and it is the thread count of each process under `accelerate launch`, so their numbers match exactly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -35,12 +35,7 @@ INT8_LOGIT_TOLERANCE = 0.75
 GREEDY = Decoding(temperature=0, max_new_tokens=MAX_NEW_TOKENS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ BROKEN_OUTPUTS = ["라", "영생교는 다음의 교리를 표방하고 있다?\
 SHRINE_CONTEXT = "영생교는 1981년에 세워진 신흥 종교이다. 영생교는 다음의 교리를 표방하고 있다."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread; with two on a busy two-core machine this file took 10x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from qg.generate import QuestionGenerator
 from qg.serving.batch import EMPTY_TEXT, PARTIAL_SUFFIX, main
@@ -21,13 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLING = ["--temperature", "1.0", "--top-p", "1.0", "--num-questions", "3", "--batch-size", "2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The same thread count as each process under `accelerate launch`, so their numbers match exactly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(*argv) -> int:
