@@ -95,3 +95,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory) -> Path:
+    """The dataset built from the bundled sample, once per session (tests read it, none writes it)."""
+    from qg.data.build import build_qg_dataset
+    from qg.data.korquad import sample_sources
+
+    out = tmp_path_factory.mktemp("data") / "sample"
+    build_qg_dataset(*sample_sources(), out)
+    return out

@@ -25,14 +25,11 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, Llama
 
 from qg.cli import UserError
 from qg.config import parse_config
-from qg.data.build import build_qg_dataset
-from qg.data.korquad import read_korquad_json
 from qg.models.tiny import TINY_MODEL
 from qg.train.config import RECIPES_DIR, TrainConfig
 from qg.train.loop import accelerator_kwargs, give_deepspeed_the_recipe, resolve_mixed_precision
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "hub_dataset" / "sample"
 # Training recipes; eval-*.yaml are qg-evaluate's (qg.eval.config).
 RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.name.startswith("eval-"))
 ACCELERATE_CONFIGS = sorted((RECIPES_DIR / "accelerate").glob("*.yaml"))
@@ -152,13 +149,6 @@ def test_auto_precision_follows_the_launch_flag_and_an_explicit_recipe_value_win
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
     expected = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     assert resolve_mixed_precision(TrainConfig(mixed_precision="auto")) == expected
-
-
-@pytest.fixture(scope="module")
-def sample_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "sample"
-    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
-    return out
 
 
 def test_two_processes_train_the_adapter_one_process_trains_with_accumulation(sample_dataset, tmp_path):

@@ -10,8 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 
-from qg.data.build import build_qg_dataset, load_qg_dataset
-from qg.data.korquad import read_korquad_json
+from qg.data.build import load_qg_dataset
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import IGNORE_INDEX
@@ -21,14 +20,6 @@ from qg.train.loss import full_logits_token_loss, loss_positions, summed_token_l
 from qg.train.packing import SharedContextCollator, build_groups, flattening_collator
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "hub_dataset" / "sample"
-
-
-@pytest.fixture(scope="module")
-def sample_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "sample"
-    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from qg.cli import UserError, run
-from qg.data.build import build_qg_dataset, load_qg_dataset
-from qg.data.korquad import read_korquad_json
+from qg.data.build import load_qg_dataset
 from qg.models.loading import load_tokenizer
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import IGNORE_INDEX
@@ -26,7 +25,6 @@ from qg.train.loss import chunked_cross_entropy, loss_positions, summed_token_lo
 from qg.train.packing import SharedContextCollator, build_groups, flattening_collator, pack_groups
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "hub_dataset" / "sample"
 
 
 def _save_config(config, folder: Path) -> str:
@@ -175,13 +173,6 @@ def test_loss_estimate_matches_the_peak_the_chunked_loss_allocates(dtype, chunk_
     measured = _peak_allocated_bytes(step, tmp_path)
     estimated = memory.loss_bytes(positions, vocab, logits.element_size(), chunk_logits=chunk_positions * vocab)
     assert estimated == pytest.approx(measured, rel=0.01)
-
-
-@pytest.fixture(scope="module")
-def sample_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "sample"
-    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
-    return out
 
 
 @pytest.mark.parametrize("shared_context", [False, True])

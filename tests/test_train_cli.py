@@ -11,20 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from qg.data.build import build_qg_dataset
-from qg.data.korquad import read_korquad_json
 from qg.train import loop, memory
 from qg.train.config import RECIPES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "hub_dataset" / "sample"
-
-
-@pytest.fixture(scope="module")
-def sample_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "sample"
-    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
-    return out
 
 
 def read_only_dir(tmp_path: Path) -> Path:

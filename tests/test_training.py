@@ -34,13 +34,6 @@ def run_cli(*args, cwd=REPO, env=None, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def sample_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "sample"
-    build_qg_dataset(read_korquad_json(SAMPLE / "train.json"), read_korquad_json(SAMPLE / "dev.json"), out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def eight_paragraphs(tmp_path_factory):
     """8 train paragraphs with one question each (greedy decoding can only give one question per prompt)."""
     squad = json.loads((SAMPLE / "train.json").read_text())
