@@ -151,13 +151,16 @@ def test_auto_precision_follows_the_launch_flag_and_an_explicit_recipe_value_win
     assert resolve_mixed_precision(TrainConfig(mixed_precision="auto")) == expected
 
 
-def test_two_processes_train_the_adapter_one_process_trains_with_accumulation(sample_dataset, tmp_path):
+@pytest.mark.parametrize("shared_context", ["false", "true"])
+def test_two_processes_train_the_adapter_one_process_trains_with_accumulation(sample_dataset, tmp_path,
+                                                                               shared_context):
     """Per optimizer step the loss is the mean over every labelled token of every micro-batch on every process, so
     2 processes x 1 micro-batch and 1 process x 2 micro-batches see the same batches and take the same steps."""
     def args(output: Path, accumulation: int) -> list[str]:
         return ["train.py", "--config", "configs/smoke.yaml", "--dataset", str(sample_dataset), "--output_dir",
                 str(output), "--report_to", "none", "--max_steps", "3", "--logging_steps", "1", "--eval_steps", "0",
-                "--save_steps", "0", "--lora_dropout", "0", "--gradient_accumulation_steps", str(accumulation)]
+                "--save_steps", "0", "--lora_dropout", "0", "--shared_context", shared_context,
+                "--gradient_accumulation_steps", str(accumulation)]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "FSDP_"))}
     one = subprocess.Popen([sys.executable, *args(tmp_path / "one", 2)], cwd=REPO, env=env,
@@ -172,8 +175,10 @@ def test_two_processes_train_the_adapter_one_process_trains_with_accumulation(sa
     got = load_file(tmp_path / "two" / "adapter_model.safetensors")
     assert expected.keys() == got.keys() and expected
     for name in expected:
-        # Summation order differs (all-reduce vs accumulation): AdamW can turn that into a few 1e-6.
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=2e-5)
+        # All-reduce and local accumulation sum in different orders, and AdamW divides by sqrt(v): an element whose
+        # gradient is near zero can move by a visible part of a step from rounding alone, so compare whole tensors.
+        difference = torch.linalg.vector_norm(got[name] - expected[name]) / torch.linalg.vector_norm(expected[name])
+        assert difference < 1e-3, name
 
     def losses(output: Path) -> list[float]:
         return [json.loads(line)["loss"] for line in (output / "train_log.jsonl").read_text().splitlines()]
