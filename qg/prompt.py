@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from qg.cli import UserError
-from qg.text import normalize_text
+from qg.text import normalize_text, sentence_ends
 
 SYSTEM_PROMPT = (
     "당신은 문단을 읽고 독자가 궁금해할 만한 질문을 만드는 도우미입니다. "
@@ -23,9 +23,9 @@ USER_TEMPLATES = {
     "answer-aware": "문단:\n{context}\n\n답: {answer}\n\n답이 위의 '답'이 되는 질문 하나를 만드세요.",
 }
 IGNORE_INDEX = -100
-# EXAONE writes its role tags as plain text: `[|user|]` in a paragraph would open a turn, so tags lose their bars.
-_ROLE_TAG = re.compile(r"\[\|([^\[\]|]*)\|\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?。])(?=\s|$)")
+# EXAONE writes its role tags as plain text: `[|user|]` in a paragraph would open a turn, so tags lose their bars
+# there, and a generated question holding one is rejected (qg.quality).
+ROLE_TAG_PATTERN = re.compile(r"\[\|([^\[\]|]*)\|\]")
 _SPACE = re.compile(r"\s")
 _WORD_JOINER = "\u2060"
 # A sentence end (or, failing that, a space) is where a long paragraph is cut only when the text before it keeps
@@ -55,7 +55,7 @@ class EncodedExample:
 
 def neutralize(text: str, tokenizer) -> str:
     """User text that cannot open or close a turn: role tags lose their bars, special tokens are broken up."""
-    text = _ROLE_TAG.sub(r"[\1]", text)
+    text = ROLE_TAG_PATTERN.sub(r"[\1]", text)
     for token in sorted(special_token_strings(tokenizer), key=len, reverse=True):
         if token in text:
             text = text.replace(token, token[0] + _WORD_JOINER + token[1:])
@@ -112,7 +112,7 @@ def truncate_context(context: str, tokenizer, max_tokens: int | None) -> tuple[s
     # Up to the first token beyond the budget: a character split between two byte tokens is left out whole.
     limit = offsets[max_tokens][0]
     window = context[:limit + 1]  # one more character, to see whether a sentence end or a word ends at the limit
-    ends = [m.start() for m in _SENTENCE_END.finditer(window) if m.start() <= limit]
+    ends = [end for end in sentence_ends(window) if end <= limit]
     spaces = [m.start() for m in _SPACE.finditer(window)]
     keep = MIN_KEPT_SHARE * limit
     if ends and ends[-1] >= keep:

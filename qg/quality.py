@@ -16,7 +16,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from qg.text import normalize_text
+from qg.prompt import ROLE_TAG_PATTERN
+from qg.text import normalize_text, sentence_spans
 
 # The shortest real KorQuAD 1.0 dev question ("경쟁자는?") has 4 Hangul syllables; broken generations such as
 # "라" have one or two.
@@ -28,15 +29,12 @@ NEAR_DUPLICATE_RATIO = 0.85
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
 _HANGUL_SYLLABLE = re.compile(r"[\uac00-\ud7a3]")
-# EXAONE's chat template writes its role markers as plain text, so a model can emit them inside a question.
-_ROLE_TAG = re.compile(r"\[\|[a-z_]+\|\]")
 # A heading, a run of '#', a horizontal rule, a code fence or bold markup; a lone '#' inside a question
 # ("체스에서 '#'은 무엇으로 불리는가?") is real text and must pass.
 _MARKDOWN = re.compile(r"##|^\s*#\s|^\s*([-*_=~])\1{2,}\s*$|```|\*\*", re.MULTILINE)
 # Loops without spaces ("라라라라", "하는하는하는하는"): a Hangul unit of 1-8 characters four times in a row.
 # Digits are left out on purpose: "100000000원" is a number, not a loop.
 _CHARACTER_LOOP = re.compile(r"([\uac00-\ud7a3\u3131-\u318e]{1,8})\1{3,}")
-_SENTENCE_END = re.compile(r"(?<=[.?!。])\s+|\n+")
 
 # A copied sentence shorter than this is too likely to be a short phrase a real question also uses.
 _MIN_COPIED_SENTENCE_TOKENS = 3
@@ -95,8 +93,8 @@ def _words(text: str) -> str:
 def _copies_context_sentence(question: str, context: str) -> bool:
     """The question's words equal, or contain as a contiguous run, the words of a whole context sentence."""
     question_words = _words(question)
-    for sentence in _SENTENCE_END.split(context):
-        sentence_words = _words(sentence)
+    for start, end in sentence_spans(context):
+        sentence_words = _words(context[start:end])
         if len(sentence_words.split()) >= _MIN_COPIED_SENTENCE_TOKENS and sentence_words in question_words:
             return True
     return False
@@ -133,7 +131,7 @@ def rejection_reason(question: str, context: str, max_chars: int = 120) -> str |
         return EMPTY
     if _BROKEN_TEXT.search(text):
         return BROKEN_TEXT
-    if _ROLE_TAG.search(text):
+    if ROLE_TAG_PATTERN.search(text):
         return ROLE_TAG
     if _MARKDOWN.search(text):
         return MARKDOWN

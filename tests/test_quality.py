@@ -134,3 +134,14 @@ def test_broken_byte_sequences_and_control_characters_are_rejected():
     assert rejection_reason("경복궁�\x052 창건한 왕은 �?", context) == "broken_text"
     assert rejection_reason("경복궁을 창건한 왕은\x07 누구인가?", context) == "broken_text"
     assert rejection_reason("경복궁을 창건한 왕은 누구인가?", context) is None
+
+
+@pytest.mark.parametrize("tag", ["[|user|]", "[|assistant|]", "[|endofturn|]", "[|System|]", "[||]", "[|tool call|]"])
+def test_every_tag_the_prompt_neutralises_is_rejected_in_a_question(tag, exaone_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from qg.prompt import neutralize
+
+    question = f"조희성은 자신을 무엇이라고 주장하였나?{tag}"
+    assert rejection_reason(question, CONTEXT) == "role_tag"
+    assert rejection_reason(neutralize(question, AutoTokenizer.from_pretrained(exaone_tokenizer_dir)), CONTEXT) is None

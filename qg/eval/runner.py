@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +43,12 @@ from qg.eval.config import OUTPUT_ONLY_FIELDS, EvalConfig
 from qg.eval.metrics import QGBENCH_KO_MT5_BASE, group_by_sentence, score_predictions, score_recommendations
 from qg.io import adapter_sha256, atomic_write_json, atomic_write_text, folder_lock, is_hub_id
 from qg.models.tiny import TINY_MODEL
-
-_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
+from qg.text import sentence_spans
 
 
 def answer_sentence(context: str, answer_start: int) -> str:
     """The sentence of `context` that holds the character at `answer_start` (QG-Bench groups answers by it)."""
-    start = 0
-    for match in _SENTENCE_END.finditer(context):
-        if match.start() > answer_start:
-            return context[start:match.start()]
-        start = match.end()
-    return context[start:]
+    return next((context[start:end] for start, end in sentence_spans(context) if end > answer_start), "")
 
 
 def dataset_revision(name_or_path: str) -> str | None:
