@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from transformers import LogitsProcessorList
 
 from qg.cli import UserError
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL
 from qg.prompt import EncodedPrompt, encode_prompt, end_of_turn_id
 from qg.quality import is_near_duplicate, rejection_reason
+from qg.sampling import NucleusSampling
 
 CTRANSLATE2_MODEL_FILE = "model.bin"  # what marks a CTranslate2 folder: no transformers checkpoint has it
 NO_EOS = "no_eos"  # the generation reached max_new_tokens before EOS: a cut-off question, or a loop
@@ -203,9 +205,11 @@ class TransformersPrompts:
 
     def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
         tokenizer = self.engine.tokenizer
-        # top_k=0: sampling is shaped by temperature and top-p only, whatever a checkpoint's generation_config says.
+        # Sampling is shaped by temperature and top-p only (top_k=0), whatever a checkpoint's generation_config says;
+        # NucleusSampling does both, so transformers' own are off (1.0).
         kwargs = dict(do_sample=False) if decoding.temperature == 0 else dict(
-            do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=0)
+            do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+            logits_processor=LogitsProcessorList([NucleusSampling(decoding.temperature, decoding.top_p)]))
         with torch.inference_mode(), seeded(decoding.seed, self.engine.model.device):
             sequences = self.prefilled.generate(counts, max_new_tokens=decoding.max_new_tokens,
                                                 eos_token_id=end_of_turn_id(tokenizer),

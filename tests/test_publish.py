@@ -406,7 +406,7 @@ def test_space_stages_an_explicit_list_and_never_planted_secrets(tmp_path, monke
     space_files = set(files_of(staging / "space"))
     assert {name for name in space_files if not name.startswith("qg/")} == set(qg.hub.publish.SPACE_FILES)
     assert {name for name in space_files if name.startswith("qg/")} == {
-        "qg/__init__.py", "qg/cli.py", "qg/io.py", "qg/prompt.py", "qg/quality.py", "qg/generate.py",
+        "qg/__init__.py", "qg/cli.py", "qg/io.py", "qg/prompt.py", "qg/quality.py", "qg/generate.py", "qg/sampling.py",
         "qg/text.py", "qg/data/__init__.py", "qg/data/korquad.py", "qg/models/__init__.py", "qg/models/exaone.py",
         "qg/models/loading.py", "qg/models/tiny.py", "qg/serving/__init__.py", "qg/serving/ctranslate2.py",
         "qg/serving/export.py", "qg/serving/openai.py"}  # what app.py imports, directly or not
