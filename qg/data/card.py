@@ -1,7 +1,11 @@
-"""The dataset card (README.md) of a built question-generation dataset: Hub metadata, statistics, provenance."""
+"""The dataset card (README.md) of a built question-generation dataset: Hub metadata, statistics, provenance.
+
+The layout is templates/dataset_card.md, rendered by `huggingface_hub.DatasetCard.from_template` as the model card is.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import shutil
 import statistics
@@ -12,6 +16,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from qg.data.korquad import KORQUAD_HUB_ID
 from qg.data.schema import CONFIGS, QGDatasetBuild, data_file_pattern
 
+TEMPLATE_PATH = Path(str(importlib.resources.files("qg.data") / "templates" / "dataset_card.md"))
 LICENSE_NAME = "cc-by-nd-2.0-kr"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nd/2.0/kr/"
 # What the card's examples load when the build was made without --push-to-hub; staging names the real repo.
@@ -64,7 +69,7 @@ def dataset_card(build: QGDatasetBuild) -> DatasetCard:
             for config in CONFIGS
         ],
     )
-    return DatasetCard(f"---\n{metadata.to_yaml()}\n---\n\n{_body(build)}")
+    return DatasetCard.from_template(metadata, template_path=str(TEMPLATE_PATH), **_template_context(build))
 
 
 def stage_dataset_repo(build_dir: Path, out: Path, repo_id: str) -> Path:
@@ -87,19 +92,8 @@ def size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def _body(build: QGDatasetBuild) -> str:
+def _template_context(build: QGDatasetBuild) -> dict:
     splits = build.splits
-    repo = build.hub_repo_id or REPO_PLACEHOLDER
-    rows = [f"| {split} | {SPLIT_SOURCES[split]} | {len({p.title for p in paragraphs}):,} | {len(paragraphs):,} | "
-            f"{sum(len(p.questions) for p in paragraphs):,} |" for split, paragraphs in splits.items()]
-    lengths = []
-    for split, paragraphs in splits.items():
-        per_paragraph = [len(p.questions) for p in paragraphs]
-        lengths.append(
-            f"| {split} | {statistics.mean(per_paragraph):.1f} / {max(per_paragraph)} | "
-            f"{_distribution([len(p.context) for p in paragraphs])} | "
-            f"{_distribution([len(q) for p in paragraphs for q in p.questions])} | "
-            f"{_distribution([len(a['text']) for p in paragraphs for a in p.answers])} |")
     train, test = build.reports["train"], build.reports["test"]
     provenance = [
         ("source", _source(train.source, train.sha256), _source(test.source, test.sha256)),
@@ -115,95 +109,37 @@ def _body(build: QGDatasetBuild) -> str:
         ("paragraphs left without questions, dropped", train.paragraphs_without_questions_dropped,
          test.paragraphs_without_questions_dropped),
     ]
-    limit = ("all of them" if build.max_train_samples is None else
-             f"limited with `--max-train-samples {build.max_train_samples}`: paragraphs visited in an order "
-             f"shuffled with seed {build.seed}, each taken whole when the total stays at most "
-             f"{build.max_train_samples} questions")
     from_files = train.sha256 is not None  # else from the Hub, the builder's default
-    command = ("python hub_dataset/build_dataset.py "
-               + (f"--train-json {Path(train.source).name} --dev-json {Path(test.source).name} " if from_files else "")
-               + f"--output-dir OUTPUT_DIR --validation-fraction {build.validation_fraction} --seed {build.seed}"
-               + ("" if build.max_train_samples is None else f" --max-train-samples {build.max_train_samples}"))
-    return "\n".join([
-        "# KorQuAD 1.0 for question generation",
-        "",
-        "Korean Wikipedia paragraphs with the questions crowd workers asked about them, from",
-        f"[KorQuAD 1.0](https://korquad.github.io) ([`{KORQUAD_HUB_ID}`](https://huggingface.co/datasets/"
-        f"{KORQUAD_HUB_ID})), regrouped for question generation: given a paragraph (and, answer-aware, an answer",
-        "span), write a question a reader could ask about it.",
-        "",
-        "## Configs",
-        "",
-        "- `default`: one row per paragraph: `id`, `title`, `context`, `questions` (list of strings), `answers`",
-        "  (list of `{text, answer_start}`, `answers[i]` answers `questions[i]`).",
-        "- `pairs`: one row per question: `id` (the KorQuAD question id), `title`, `context`, `question`, `answer`,",
-        "  `answer_start`.",
-        "",
-        "In both, `context[answer_start:answer_start + len(answer)] == answer`.",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "",
-        f'pairs = load_dataset("{repo}", "pairs")  # one row per question',
-        f'paragraphs = load_dataset("{repo}")  # the default config: one row per paragraph',
-        "```",
-        "",
-        "## Splits",
-        "",
-        "No article (title) and no paragraph is in two splits.",
-        "",
-        "| split | from | articles | paragraphs | questions |",
-        "|---|---|---:|---:|---:|",
-        *rows,
-        "",
-        "## Lengths",
-        "",
-        "Characters, as median / 95th percentile / max.",
-        "",
-        "| split | questions per paragraph (mean / max) | paragraph | question | answer |",
-        "|---|---|---|---|---|",
-        *lengths,
-        "",
-        "## How it was built",
-        "",
-        "- Text (titles, paragraphs, questions, answers) is Unicode NFC with every run of whitespace one space and",
-        "  none at either end; `answer_start` is recomputed on the normalised paragraph.",
-        "- A paragraph that appears twice in one article is one paragraph with the questions of both; exact",
-        "  duplicate questions within a paragraph keep their first occurrence; each question keeps its first answer.",
-        "- An answer whose `answer_start` does not point at its text moves to the occurrence of the text nearest the",
-        "  claimed offset; when the paragraph does not contain the text, the question is dropped.",
-        f"- `test` is the official dev set. `validation` is ceil({build.validation_fraction} × articles) articles of "
-        f"the official train set drawn with seed {build.seed}; `train` is the rest, {limit}.",
-        f"- Train-side paragraphs sharing an article title or a paragraph with a later split, dropped: "
-        f"{build.overlap_paragraphs_dropped:,}.",
-        "",
-        "| | official train | official dev |",
-        "|---|---:|---:|",
-        *[f"| {label} | {train_value} | {test_value} |" for label, train_value, test_value in provenance],
-        "",
-        "Rebuild with:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        "## License",
-        "",
-        f"KorQuAD 1.0 is by LG CNS and is licensed [CC BY-ND 2.0 KR]({LICENSE_URL}) (the repository's",
-        "[LICENSE](LICENSE)): use requires attribution, and adapted versions may not be distributed. This dataset",
-        "carries the KorQuAD text with the normalisation and regrouping described above and nothing added; check",
-        "that your use fits the license. Attribution:",
-        "",
-        "> Seungyoung Lim, Myungji Kim, Jooyoul Lee. *KorQuAD1.0: Korean QA Dataset for Machine Reading",
-        f"> Comprehension*. [arXiv:1909.07005]({KORQUAD_ARXIV}), 2019. https://korquad.github.io",
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        KORQUAD_BIBTEX,
-        "```",
-        "",
-    ])
+    return {
+        "korquad": KORQUAD_HUB_ID,
+        "repo": build.hub_repo_id or REPO_PLACEHOLDER,
+        "splits": [{"split": split, "source": SPLIT_SOURCES[split], "articles": f"{len({p.title for p in ps}):,}",
+                    "paragraphs": f"{len(ps):,}", "questions": f"{sum(len(p.questions) for p in ps):,}"}
+                   for split, ps in splits.items()],
+        "lengths": [{"split": split,
+                     "questions_per_paragraph": f"{statistics.mean(len(p.questions) for p in ps):.1f} / "
+                                                f"{max(len(p.questions) for p in ps)}",
+                     "paragraph": _distribution([len(p.context) for p in ps]),
+                     "question": _distribution([len(q) for p in ps for q in p.questions]),
+                     "answer": _distribution([len(a["text"]) for p in ps for a in p.answers])}
+                    for split, ps in splits.items()],
+        "validation_fraction": build.validation_fraction,
+        "seed": build.seed,
+        "train_limit": "all of them" if build.max_train_samples is None else (
+            f"limited with `--max-train-samples {build.max_train_samples}`: paragraphs visited in an order shuffled "
+            f"with seed {build.seed}, each taken whole when the total stays at most {build.max_train_samples} "
+            "questions"),
+        "overlap_dropped": f"{build.overlap_paragraphs_dropped:,}",
+        "provenance": provenance,
+        "command": ("python hub_dataset/build_dataset.py "
+                    + (f"--train-json {Path(train.source).name} --dev-json {Path(test.source).name} "
+                       if from_files else "")
+                    + f"--output-dir OUTPUT_DIR --validation-fraction {build.validation_fraction} --seed {build.seed}"
+                    + ("" if build.max_train_samples is None else f" --max-train-samples {build.max_train_samples}")),
+        "license_url": LICENSE_URL,
+        "arxiv": KORQUAD_ARXIV,
+        "bibtex": KORQUAD_BIBTEX,
+    }
 
 
 def _distribution(values: list[int]) -> str:
