@@ -147,7 +147,7 @@ def loop_generate(model_dir: Path, paragraphs: list[str], max_new_tokens: int) -
     """What a user writes without the generator: one `model.generate(num_return_sequences=5)` per paragraph."""
     from qg.models.loading import load_base
     from qg.prompt import encode_prompt, end_of_turn_id
-    from qg.serving.batch import GENERATE_DEFAULTS
+    from qg.serving.options import GENERATE_DEFAULTS
 
     model, tokenizer = load_base(str(model_dir))
     model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import os
@@ -61,6 +62,25 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted: nothing half-written was left behind", file=sys.stderr)
         sys.exit(130)
+
+
+def argument_type(convert: Callable[[str], object], accept: Callable[[object], bool], requirement: str):
+    """An argparse type: `convert(text)` where `accept` takes it, else the one-line error "TEXT is not REQUIREMENT"."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {requirement}")
+        return value
+
+    return parse
+
+
+positive_int = argument_type(int, lambda value: value >= 1, "a positive number")
+non_negative_float = argument_type(float, lambda value: value >= 0, "a number >= 0")  # NaN fails the comparison
+probability_mass = argument_type(float, lambda value: 0 < value <= 1, "in (0, 1]")  # top-p
 
 
 def command(main: Callable[..., object]) -> Callable[..., None]:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi, get_token, metadata_load
 
-from qg.cli import UserError, command, one_line
+from qg.cli import UserError, argument_type, command, one_line, positive_int
 from qg.data.card import dataset_card, stage_dataset_repo
 from qg.data.korquad import (
     KORQUAD_HUB_ID,
@@ -174,10 +174,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Folder to write (README.md + data/). Built next to it and renamed at the end; a "
                              "previous build there is replaced when it holds only what the builder wrote, any "
                              "other existing folder is refused.")
-    parser.add_argument("--validation-fraction", type=_fraction, default=0.05, metavar="F",
+    parser.add_argument("--validation-fraction", type=argument_type(float, lambda value: 0 < value < 1,
+                                                                     "between 0 and 1"), default=0.05, metavar="F",
                         help="Fraction of the train set's articles (titles) that become the validation split, "
                              "rounded up: at least one article, and train must keep at least one (default 0.05).")
-    parser.add_argument("--max-train-samples", type=_positive_int, metavar="N",
+    parser.add_argument("--max-train-samples", type=positive_int, metavar="N",
                         help="Keep at most N train questions, as whole paragraphs: paragraphs are visited in an "
                              "order shuffled with --seed and each is taken when the total stays at most N, so "
                              "every paragraph left out would overshoot N (on KorQuAD the total is N exactly; the "
@@ -201,26 +202,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.private and not args.push_to_hub:
         parser.error("--private only applies with --push-to-hub")
     return args
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
 
 
 @command

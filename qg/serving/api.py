@@ -39,11 +39,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qg.cli import command, one_line, scrub
+from qg.cli import command, non_negative_float, one_line, positive_int, scrub
 from qg.generate import GeneratedQuestions, QuestionGenerator
-from qg.serving.batch import GENERATE_DEFAULTS, LOAD_DEFAULTS
 from qg.serving.model_info import describe_model
-from qg.serving.options import add_generator_arguments, load_generator
+from qg.serving.options import GENERATE_DEFAULTS, add_generator_arguments, load_generator
 
 # A RAG backend asks about the few passages it retrieved (top-k is rarely above 10); a bigger request would hold
 # one generation, and everyone queued behind it, for a long time.
@@ -317,28 +316,15 @@ def main(argv: list[str] | None = None) -> None:
     add_generator_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default local)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free one, logged at start)")
-    parser.add_argument("--max-batch", type=int, default=32,
+    parser.add_argument("--max-batch", type=positive_int, default=32,
                         help="paragraphs per generation at most (1: one request at a time; default 32)")
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
+    parser.add_argument("--batch-wait-ms", type=non_negative_float, default=10.0,
                         help="how long the first request of a batch waits for others (default 10)")
-    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503 (default 64)")
-    g = GENERATE_DEFAULTS
-    parser.add_argument("--max-new-tokens", type=int, default=g["max_new_tokens"],
-                        help=f"tokens per question at most: bounds a request's latency (default {g['max_new_tokens']})")
-    parser.add_argument("--max-rounds", type=int, default=g["max_rounds"],
-                        help=f"sampling rounds for paragraphs short of questions (default {g['max_rounds']})")
-    parser.add_argument("--max-context-tokens", type=int, default=LOAD_DEFAULTS["max_context_tokens"],
-                        help="paragraphs are cut at a sentence end to this many tokens "
-                             f"(default {LOAD_DEFAULTS['max_context_tokens']})")
+    parser.add_argument("--max-queue", type=positive_int, default=64, help="requests waiting before 503 (default 64)")
     args = parser.parse_args(argv)
-    for name in ("max_batch", "max_queue", "max_new_tokens", "max_rounds", "max_context_tokens"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.batch_wait_ms < 0:
-        parser.error("--batch-wait-ms must be 0 or more")
     import uvicorn
 
-    generator = load_generator(args, args.max_context_tokens)
+    generator = load_generator(args)
     app = create_app(generator, describe_model(args.model, generator.base_name),
                      api_key=os.environ.get("QG_API_KEY") or None, max_batch=args.max_batch,
                      wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue,

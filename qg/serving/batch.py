@@ -32,33 +32,22 @@ import argparse
 import contextlib
 import csv
 import hashlib
-import inspect
 import json
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from qg.cli import UserError, command, one_line
-from qg.generate import EngineError, QuestionGenerator
+from qg.cli import UserError, command, non_negative_float, one_line, positive_int, probability_mass
+from qg.generate import EngineError
 from qg.io import atomic_file
 from qg.serving.model_info import PROMPT_VERSION, revision
-from qg.serving.options import add_generator_arguments, load_generator
+from qg.serving.options import GENERATE_DEFAULTS, add_generator_arguments, load_generator
 
 EMPTY_TEXT = "empty text"
 PARTIAL_SUFFIX = ".partial"
 # Blank lines separate the paragraphs of a text file; a line of spaces counts as blank.
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
-
-
-def _defaults(function) -> dict:
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
-# The library's own defaults, so the command line cannot drift from them.
-GENERATE_DEFAULTS = _defaults(QuestionGenerator.generate)
-LOAD_DEFAULTS = _defaults(QuestionGenerator.from_pretrained)
 
 
 @dataclass
@@ -267,20 +256,6 @@ def write_output(path: Path, records: list[dict], output_format: str) -> None:
         pq.write_table(table, tmp)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qg-generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,22 +268,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="output format")
     add_generator_arguments(parser)
     g = GENERATE_DEFAULTS
-    parser.add_argument("--num-questions", type=_positive_int, default=g["num_questions"],
+    parser.add_argument("--num-questions", type=positive_int, default=g["num_questions"],
                         help=f"questions per paragraph (default {g['num_questions']})")
-    parser.add_argument("--temperature", type=_non_negative_float, default=g["temperature"],
+    parser.add_argument("--temperature", type=non_negative_float, default=g["temperature"],
                         help=f"sampling temperature; 0: greedy, one question each (default {g['temperature']})")
-    parser.add_argument("--top-p", type=float, default=g["top_p"], help=f"nucleus sampling (default {g['top_p']})")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=g["max_new_tokens"],
-                        help=f"tokens per question at most (default {g['max_new_tokens']})")
-    parser.add_argument("--max-rounds", type=_positive_int, default=g["max_rounds"],
-                        help=f"sampling rounds for paragraphs short of questions (default {g['max_rounds']})")
+    parser.add_argument("--top-p", type=probability_mass, default=g["top_p"],
+                        help=f"nucleus sampling, in (0, 1] (default {g['top_p']})")
     parser.add_argument("--seed", type=int, default=g["seed"],
                         help=f"chunk k samples with seed SEED + k (default {g['seed']})")
-    parser.add_argument("--batch-size", type=_positive_int, default=g["batch_size"],
+    parser.add_argument("--batch-size", type=positive_int, default=g["batch_size"],
                         help=f"paragraphs per generation call and per chunk (default {g['batch_size']})")
-    parser.add_argument("--max-context-tokens", type=_positive_int, default=LOAD_DEFAULTS["max_context_tokens"],
-                        help="paragraphs are cut at a sentence end to this many tokens "
-                             f"(default {LOAD_DEFAULTS['max_context_tokens']})")
     args = parser.parse_args(argv)
     if (args.input is None) == (args.dataset is None):
         parser.error("give an input file or --dataset, not both" if args.input else "give an input file or --dataset")
@@ -356,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     state.wait_for_everyone()  # every process has read the side file before the main process rewrites it
     if state.is_main_process:
         write_partial(partial, header, done)
-    generator = load_generator(args, args.max_context_tokens, device=str(state.device))
+    generator = load_generator(args, device=str(state.device))
     paragraphs = sum(map(len, chunks))
     try:
         with (partial.open("a", encoding="utf-8") if state.is_main_process else contextlib.nullcontext()) as sink, \
