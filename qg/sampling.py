@@ -1,8 +1,8 @@
 """Temperature and top-p for `model.generate`, keeping the tokens transformers keeps without sorting the vocabulary.
 
 transformers' `TopPLogitsWarper` sorts every row of logits at every decoding step. Over EXAONE's 102,400-token
-vocabulary that sort costs more on CPU than a small model's forward pass (0.55 s a step for 80 rows on this
-project's 2-core machine, where `topk` of 64 takes 0.02 s), and batching cannot share it: it grows with the rows.
+vocabulary that sort can cost more on CPU than a small model's forward pass, far more than a `topk` of 64, and
+batching cannot share it: it grows with the rows.
 Top-p keeps the most likely tokens for as long as the mass before them stays under `top_p`; where that boundary lies
 can be found from a few candidates at one end of the distribution:
 - a peaked row (a trained model's usual case) keeps few tokens: the `HEAD` most likely ones hold its boundary;
