@@ -6,14 +6,17 @@
 Model: random weights of EXAONE-3.5-2.4B's exact shape in Llama format (hidden 2560, 30 layers, 32 query and 8
 key-value heads of 80, MLP 7168, vocabulary 102,400, tied embeddings, llama3 RoPE scaling), written as bf16
 safetensors one shard at a time; the real EXAONE-3.5 tokenizer. Request: the median-length distinct KorQuAD 1.0 dev
-paragraph (in tokens) in the project's prompt, 5 questions of up to 32 tokens, one sampling round (temperature 0.8, top-p 0.95),
-through `QuestionGenerator.generate`, the code the Space runs. Random weights never produce the end-of-turn token,
-so every question runs to 32 tokens: the full work of one round, the same on both sides.
+paragraph (in tokens) in the project's prompt, 5 questions of up to 32 tokens, one sampling round (temperature 0.8,
+top-p 0.95), through `QuestionGenerator.generate`, the code the Space runs. Random weights never produce the
+end-of-turn token, so every question runs to 32 tokens: the full work of one round, the same on both sides.
 Each side runs in its own process (its peak RSS is that process's ru_maxrss), one after the other, in this one run:
 the int8 conversion, the CTranslate2 request, the transformers fp32 request (QuestionGenerator.from_pretrained on
 CPU, which is what the Space did before). Target (issue 14): <= 30 s for the CTranslate2 request on 2 cores.
 
-Measured on this 2-core machine (shared with other jobs, so seconds vary run to run), 2026-12-02:
+Measured on a 2-core Intel Xeon (AVX-512, AMX), idle, 2026-12-03, with the packed MKL GEMM CTranslate2Engine enables:
+    CTranslate2 int8 6.2 s load, 25.0 s request, 5.5 GiB | transformers fp32 6.0 s, 59.9 s, 13.9 GiB
+    (without packed GEMM: 44.9 s; CT2_USE_MKL=0: 39.4 s). int8 conversion 30 s, peak RSS 4.8 GiB.
+On a 2-core AMD machine shared with other jobs (so seconds vary run to run), 2026-12-02:
     load average ~4:  CTranslate2 int8 3.4 s load, 43.7 s request, 4.1 GiB | transformers fp32 8.7 s, 284.8 s, 13.9 GiB
     load average ~2:  CTranslate2 int8 5.5 s load, 32.8 s request, 4.1 GiB | transformers fp32 5.9 s, 70.5 s, 13.9 GiB
     int8 conversion 40-44 s, peak RSS 4.8-4.9 GiB. Of the CTranslate2 request, the prefill was ~7 s and each of the
