@@ -15,7 +15,8 @@ CPU, which is what the Space did before). Target (issue 14): <= 30 s for the CTr
 
 Measured on a 2-core Intel Xeon (AVX-512, AMX), idle, 2026-12-03, with the packed MKL GEMM CTranslate2Engine enables:
     CTranslate2 int8 6.2 s load, 25.0 s request, 5.5 GiB | transformers fp32 6.0 s, 59.9 s, 13.9 GiB
-    (without packed GEMM: 44.9 s; CT2_USE_MKL=0: 39.4 s). int8 conversion 30 s, peak RSS 4.8 GiB.
+    (CT2_USE_EXPERIMENTAL_PACKED_GEMM=0, an earlier run: 44.9 s; CT2_USE_MKL=0: 39.4 s).
+    int8 conversion 30 s, peak RSS 4.8 GiB.
 On a 2-core AMD machine shared with other jobs (so seconds vary run to run), 2026-12-02:
     load average ~4:  CTranslate2 int8 3.4 s load, 43.7 s request, 4.1 GiB | transformers fp32 8.7 s, 284.8 s, 13.9 GiB
     load average ~2:  CTranslate2 int8 5.5 s load, 32.8 s request, 4.1 GiB | transformers fp32 5.9 s, 70.5 s, 13.9 GiB
