@@ -6,9 +6,9 @@
     from qg.serving.ctranslate2 import CTranslate2Engine
     engine = CTranslate2Engine("exports/exaone-ct2")                         # the folder's own tokenizer
 
-On a 2-core CPU, transformers in fp32 takes minutes per request for the 2.4B model (bench/bench_space_cpu.py);
+On a 2-core CPU, transformers in fp32 took 60-285 s per request for the 2.4B model (bench/bench_space_cpu.py);
 CTranslate2's int8 matrix products and its `num_hypotheses`, which samples several continuations from one prefill,
-bring that to seconds. float32 export gives the transformers model's logits (tests/test_ctranslate2.py).
+bring that to 25-45 s. float32 export gives the transformers model's logits (tests/test_ctranslate2.py).
 
 Sampling is not reproducible by seed: CTranslate2 draws from a random generator per worker thread, seeded from
 `ctranslate2.set_random_seed` once when the thread first samples, so `Decoding.seed` has no effect here (the

@@ -7,7 +7,7 @@
 
 The Space repository holds this file next to a copy of the `qg/` package; all logic lives in
 `qg.generate.QuestionGenerator`, this file only draws the page. Without a GPU, a CTranslate2 int8 export of the same
-adapter (`qg-export --ctranslate2`, named by QG_CPU_MODEL) answers in seconds where transformers in fp32 takes minutes
+adapter (`qg-export --ctranslate2`, named by QG_CPU_MODEL) answers in 25-45 s where transformers in fp32 took 60-285 s
 (bench/bench_space_cpu.py); the prompt, checks, de-duplication and resampling are the same QuestionGenerator code.
 The model loads in a background thread: the page draws at once, and a request before it is ready is told to wait.
 """
