@@ -205,15 +205,14 @@ class TransformersPrompts:
 
     def sample(self, counts: Sequence[int], decoding: Decoding) -> list[list[str | None]]:
         tokenizer = self.engine.tokenizer
-        # Sampling is shaped by temperature and top-p only (top_k=0), whatever a checkpoint's generation_config says;
-        # NucleusSampling does both, so transformers' own are off (1.0).
-        kwargs = dict(do_sample=False) if decoding.temperature == 0 else dict(
-            do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-            logits_processor=LogitsProcessorList([NucleusSampling(decoding.temperature, decoding.top_p)]))
+        # Sampling is shaped by temperature and top-p only, whatever a checkpoint's generation_config says:
+        # NucleusSampling draws the token and generate's greedy step takes it.
+        sampling = [] if decoding.temperature == 0 else [NucleusSampling(decoding.temperature, decoding.top_p)]
         with torch.inference_mode(), seeded(decoding.seed, self.engine.model.device):
             sequences = self.prefilled.generate(counts, max_new_tokens=decoding.max_new_tokens,
                                                 eos_token_id=end_of_turn_id(tokenizer),
-                                                pad_token_id=self.engine.pad_token_id, **kwargs)
+                                                pad_token_id=self.engine.pad_token_id, do_sample=False,
+                                                logits_processor=LogitsProcessorList(sampling))
         rows = iter(sequences[:, self.prefilled.width:].tolist())
         return [[text_before_end_of_turn(tokenizer, next(rows)) for _ in range(count)] for count in counts]
 
