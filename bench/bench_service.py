@@ -20,6 +20,10 @@ qg-generate: the command (`qg.serving.batch.main`, in this process, one torch th
 over --paragraphs paragraphs against a loop that loads the same model and calls `model.generate` once per
 paragraph with num_return_sequences=5; both sample 5 questions of --max-new-tokens tokens with the same settings,
 qg-generate with --max-rounds 1 (the loop has no second round). Paragraphs per CPU second. Target: >= 3x.
+
+Greedy decoding alone: the first --clients paragraphs prefilled, then decoded greedily (no sampling cost) one
+paragraph (5 rows) at a time against all of them in one batch; the ratio of paragraphs per CPU second is the most
+batching can give qg-serve on this machine.
 """
 
 from __future__ import annotations
@@ -178,6 +182,31 @@ def bench_generate(model: Path, paragraphs: list[str], max_new_tokens: int, fold
     return {"qg-generate": len(paragraphs) / command, "generate loop": len(paragraphs) / loop}
 
 
+def decoding_ceiling(model_dir: Path, paragraphs: list[str], max_new_tokens: int) -> float:
+    """How many times the paragraphs per CPU second of greedy decoding (no sampling cost) grow when the paragraphs'
+    rows (5 each) run as one batch instead of one paragraph at a time; prefill excluded: what batching could give
+    at most on this machine."""
+    from qg.generate import PrefilledPrompts
+    from qg.models.loading import load_base
+    from qg.prompt import encode_prompt
+
+    model, tokenizer = load_base(str(model_dir))
+    model.eval()
+    prompts = [encode_prompt(tokenizer, text, max_context_tokens=1024).input_ids for text in paragraphs]
+    kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                  pad_token_id=tokenizer.pad_token_id)
+    with torch.inference_mode():
+        alone = [PrefilledPrompts(model, [prompt], tokenizer.pad_token_id) for prompt in prompts]
+        together = PrefilledPrompts(model, prompts, tokenizer.pad_token_id)
+        start = time.process_time()
+        for prefilled in alone:
+            prefilled.generate([QUESTIONS], **kwargs)
+        one_at_a_time = time.process_time() - start
+        start = time.process_time()
+        together.generate([QUESTIONS] * len(prompts), **kwargs)
+        return one_at_a_time / (time.process_time() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paragraphs", type=int, default=200, help="qg-generate's corpus size (default 200)")
@@ -219,6 +248,9 @@ def main() -> None:
                                                          folder)
             print(f"{label:<29} {r['generate loop']:>13.2f} {r['qg-generate']:>12.2f} "
                   f"{r['qg-generate'] / r['generate loop']:>6.2f}x", flush=True)
+        # Greedy decoding alone: the most batching can give here, whatever the sampler costs.
+        ceilings = {label: decoding_ceiling(path, served[:args.clients], args.max_new_tokens)
+                    for label, path in models.items()}
 
     print("\nRatios:")
     for label, rows in serve_results.items():
@@ -227,6 +259,9 @@ def main() -> None:
               f"({on['cpu_pps'] / off['cpu_pps']:.2f}x per CPU second), p95 {on['p95']:.2f} s vs {off['p95']:.2f} s")
     for label, r in generate_results.items():
         print(f"  qg-generate {label}: {r['qg-generate'] / r['generate loop']:.2f}x the generate loop")
+    for label, ceiling in ceilings.items():
+        print(f"  greedy decoding alone {label} ({args.clients} paragraphs x {QUESTIONS} rows in one batch, prefill "
+              f"excluded): {ceiling:.2f}x the paragraphs per CPU second of one paragraph at a time")
 
 
 if __name__ == "__main__":

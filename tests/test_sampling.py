@@ -10,7 +10,7 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogit
 import qg.sampling
 from qg.models.loading import load_base
 from qg.models.tiny import TINY_MODEL
-from qg.sampling import BOUNDARY, HEAD, NucleusSampling
+from qg.sampling import NucleusSampling
 
 VOCAB = 102_400  # EXAONE-3.5's
 
