@@ -9,8 +9,9 @@ where that boundary lies is found
 - in any other row from a histogram of the probability mass over `BUCKETS` score intervals: only the interval where
   the mass reaches `top_p` needs its tokens ordered, and it holds few (a row whose boundary interval holds more than
   `BOUNDARY` tokens, such as a row of equal scores, is sorted, as transformers does).
-The token is then drawn by inverse transform sampling, one uniform number per row. Masks are float tensors: on CPU,
-torch's boolean-tensor kernels cost several times its float ones.
+The token is then drawn by inverse transform sampling, one uniform number per row. Masks are float tensors (a
+comparison with a float `out` writes 0 and 1 directly, on any device), applied by multiplication: on CPU, torch's
+`masked_fill`, sums over booleans and bool-to-float conversions cost several times that.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class NucleusSampling(LogitsProcessor):
                                  scores.new_tensor(float("inf")))
 
     def threshold(self, scores: torch.Tensor, log_total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """(the smallest score each row keeps, which rows have all their kept tokens among `candidates`,
-        candidates): the `HEAD` best scores and their token ids."""
+        """(the smallest score each row keeps, whether all of a row's kept tokens are among its candidates, the
+        candidates: `topk` of the `HEAD` best scores, values and token ids)."""
         candidates = scores.topk(min(HEAD, scores.shape[-1]), dim=-1)
         threshold, found = boundary_among(candidates.values, log_total, scores.new_zeros(len(scores)), self.top_p)
         # A kept token beyond the candidates could only tie with the last one.
