@@ -54,8 +54,8 @@ class NucleusSampling(LogitsProcessor):
         threshold, found = boundary_among(candidates.values, log_total, scores.new_zeros(len(scores)), self.top_p)
         # A kept token beyond the candidates could only tie with the last one.
         found &= (candidates.values[:, -1] < threshold) | (candidates.values.shape[-1] == scores.shape[-1])
-        rest = every_row_or(~found)
-        if len(threshold[rest]):
+        if not found.all():
+            rest = every_row_or(~found)
             threshold[rest] = self.histogram_threshold(scores[rest], log_total[rest], candidates.values[rest, 0])
         return threshold, found, candidates
 
@@ -70,8 +70,8 @@ class NucleusSampling(LogitsProcessor):
         if found.any():
             tokens[found] = top_ids[found].gather(-1, inverse_transform(
                 top[found], log_total[found], threshold[found], uniforms[found])[:, None]).squeeze(-1)
-        rest = every_row_or(~found)
-        if len(tokens[rest]):
+        if not found.all():
+            rest = every_row_or(~found)
             tokens[rest] = inverse_transform(scores[rest], log_total[rest], threshold[rest], uniforms[rest])
         return tokens
 
@@ -93,8 +93,8 @@ class NucleusSampling(LogitsProcessor):
         count = inside.sum(-1)
         threshold = scores.new_empty(len(scores))
         few = count <= BOUNDARY
-        rows = every_row_or(few)
-        if len(count[rows]):
+        if few.any():
+            rows = every_row_or(few)
             # Tokens outside the interval fall to the float minimum, behind every token inside it.
             outside = inside[rows].sub_(1).mul_(torch.finfo(scores.dtype).max)
             candidates = (scores[rows] + outside).topk(int(count[rows].max()), dim=-1).values
